@@ -1,0 +1,296 @@
+"""CLIP through open_clip: resolve weights, load once, embed frames and titles. No Beam.
+
+Consumes uint8 RGB frames (numpy [h, w, 3], any size: open_clip's own preprocessing resizes and
+crops them) and title strings. Produces L2-normalised float32 embeddings [N, D].
+
+Weights (`pretrained`) are one of:
+  * an open_clip pretrained tag (e.g. `laion2b_s34b_b79k`), taken from the local cache when it is
+    there; otherwise downloaded only if the hub answers quickly -- never a silent fallback;
+  * a path to a local checkpoint (a state dict; loaded with `torch.load(weights_only=True)` or
+    safetensors, never pickle);
+  * `none`: random initialisation, seeded so every worker builds the same model. For tests and
+    offline demos only; the weights id `none` is written into every output file.
+
+`models/clip_configs/` registers small architectures (`vmm-tiny-vit`) for tests and smoke runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import socket
+import time
+import urllib.parse
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+NO_WEIGHTS = "none"
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+_CONFIG_DIR = os.path.join(os.path.dirname(__file__), "clip_configs")
+_RANDOM_INIT_SEED = 0
+_HF_FILENAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+class WeightsUnavailable(RuntimeError):
+    """The requested CLIP weights cannot be had here. The message says how to pass local weights."""
+
+
+def _open_clip():
+    import open_clip
+
+    # Registering twice is harmless: open_clip keys configs by file name.
+    open_clip.add_model_config(_CONFIG_DIR)
+    return open_clip
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipConfig:
+    model_name: str = DEFAULT_MODEL
+    pretrained: str = DEFAULT_PRETRAINED  # tag, checkpoint path, or "none"
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N", or "auto" (CUDA when available)
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+
+    @property
+    def is_random(self) -> bool:
+        return self.pretrained.lower() == NO_WEIGHTS
+
+    @property
+    def is_file(self) -> bool:
+        return not self.is_random and (os.sep in self.pretrained or os.path.exists(self.pretrained))
+
+
+def model_info(model_name: str) -> dict:
+    """open_clip's architecture config (embed_dim, vision_cfg, ...) without building the model."""
+    cfg = _open_clip().get_model_config(model_name)
+    if cfg is None:
+        known = ", ".join(sorted(_open_clip().list_models())[:12])
+        raise ValueError(f"unknown open_clip model {model_name!r} (known include: {known}, ...)")
+    return cfg
+
+
+def image_size(model_name: str) -> int:
+    size = model_info(model_name)["vision_cfg"].get("image_size", 224)
+    return int(max(size) if isinstance(size, (list, tuple)) else size)
+
+
+def embed_dim(model_name: str) -> int:
+    return int(model_info(model_name)["embed_dim"])
+
+
+def _file_digest(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cached_tag_file(model_name: str, tag: str) -> str | None:
+    """The local file holding a pretrained tag's weights, if it was downloaded before."""
+    cfg = _open_clip().get_pretrained_cfg(model_name, tag)
+    if not cfg:
+        return None
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        # open_clip writes "org/repo/" or "org/repo/filename".
+        parts = hub.strip("/").split("/")
+        repo_id = "/".join(parts[:2])
+        names = ["/".join(parts[2:])] if len(parts) > 2 else list(_HF_FILENAMES)
+        for name in names:
+            found = try_to_load_from_cache(repo_id, name)
+            if isinstance(found, str) and os.path.exists(found):
+                return found
+        return None
+    url = cfg.get("url", "")
+    if url:
+        cache_dir = os.path.expanduser(os.environ.get("OPEN_CLIP_CACHE", "~/.cache/clip"))
+        candidate = os.path.join(cache_dir, os.path.basename(urllib.parse.urlparse(url).path))
+        return candidate if os.path.exists(candidate) else None
+    return None
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urllib.parse.urlparse(endpoint)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def weights_id(config: ClipConfig) -> str:
+    """What goes into `vmm.clip_weights`: the tag, `none`, or a checkpoint's file name and hash."""
+    if config.is_random:
+        return NO_WEIGHTS
+    if config.is_file:
+        digest = _file_digest(config.pretrained)[:16]
+        return f"file:{os.path.basename(config.pretrained)}:sha256:{digest}"
+    return config.pretrained
+
+
+def check_weights(config: ClipConfig) -> str:
+    """Fails fast (WeightsUnavailable) when the weights cannot be had; returns the weights id.
+
+    Run at pipeline construction so a bad flag never reaches the workers. For a pretrained tag it
+    checks the local cache, then whether the hub answers within seconds (a blocked network would
+    otherwise spend about a minute in download retries before failing).
+    """
+    model_info(config.model_name)
+    how = (
+        "Pass --clip-pretrained /path/to/checkpoint.pt (an open_clip state dict for "
+        f"{config.model_name}), or --clip-pretrained none for random weights (testing only)."
+    )
+    if config.is_random:
+        logger.warning(
+            "CLIP %s runs with RANDOM weights (--clip-pretrained none): embeddings carry no meaning; "
+            "outputs are marked vmm.clip_weights=none",
+            config.model_name,
+        )
+        return NO_WEIGHTS
+    if config.is_file:
+        if not os.path.isfile(config.pretrained):
+            raise WeightsUnavailable(f"CLIP checkpoint {config.pretrained!r} is not a readable file. {how}")
+        return weights_id(config)
+    tags = _open_clip().list_pretrained_tags_by_model(config.model_name)
+    if config.pretrained not in tags:
+        raise WeightsUnavailable(
+            f"{config.pretrained!r} is neither a file nor an open_clip pretrained tag of "
+            f"{config.model_name} (tags: {', '.join(tags) or 'none'}). {how}"
+        )
+    if _cached_tag_file(config.model_name, config.pretrained) is None and not _hub_reachable():
+        raise WeightsUnavailable(
+            f"CLIP weights {config.model_name}/{config.pretrained} are not in the local cache and the "
+            f"model hub cannot be reached from here. {how}"
+        )
+    return config.pretrained
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device} was asked for but CUDA is not available on this worker")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device must be cpu, cuda[:N] or auto, got {device!r}")
+    return device
+
+
+class ClipEncoder:
+    """open_clip model + its own eval preprocessing. Cheap constructor; `load()` reads weights."""
+
+    def __init__(self, config: ClipConfig):
+        self.config = config
+        self.model = None
+        self.preprocess = None
+        self.tokenizer = None
+        self.device = "cpu"
+        self.weights_id = weights_id(config) if not config.is_file else None
+
+    def load(self) -> "ClipEncoder":
+        import torch
+
+        open_clip = _open_clip()
+        cfg = self.config
+        started = time.perf_counter()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        pre_cfg = {}
+        if cfg.is_random:
+            # Seed the initialisation so every worker process builds the same random model.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_RANDOM_INIT_SEED)
+                model = open_clip.create_model(cfg.model_name, pretrained=None)
+            source = "random init (seed %d)" % _RANDOM_INIT_SEED
+        else:
+            if cfg.is_file:
+                path = cfg.pretrained
+            else:
+                pre_cfg = open_clip.get_pretrained_cfg(cfg.model_name, cfg.pretrained) or {}
+                path = _cached_tag_file(cfg.model_name, cfg.pretrained)
+                if path is None:
+                    # Not cached: let open_clip download it (check_weights saw the hub answer).
+                    path = open_clip.download_pretrained(pre_cfg)
+                    if not path:
+                        raise WeightsUnavailable(f"could not download {cfg.model_name}/{cfg.pretrained}")
+            model = open_clip.create_model(cfg.model_name, pretrained=None)
+            from open_clip.factory import load_checkpoint
+
+            load_checkpoint(model, path, weights_only=True)
+            source = path
+            if cfg.is_file:
+                self.weights_id = f"file:{os.path.basename(path)}:sha256:{_file_digest(path)[:16]}"
+            else:
+                self.weights_id = cfg.pretrained
+        model.eval().to(self.device)
+        visual_pre = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+        self.preprocess = open_clip.image_transform(
+            model.visual.image_size,
+            is_train=False,
+            mean=pre_cfg.get("mean", visual_pre.get("mean")),
+            std=pre_cfg.get("std", visual_pre.get("std")),
+            interpolation=pre_cfg.get("interpolation", visual_pre.get("interpolation")),
+            resize_mode=pre_cfg.get("resize_mode", visual_pre.get("resize_mode")),
+        )
+        self.tokenizer = open_clip.get_tokenizer(cfg.model_name)
+        self.model = model
+        logger.info(
+            "loaded CLIP %s from %s on %s in %.1fs (torch %s, %d threads)",
+            cfg.model_name, source, self.device, time.perf_counter() - started,
+            torch.__version__, torch.get_num_threads(),
+        )
+        return self
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") \
+            and self.model.text_projection is not None else embed_dim(self.config.model_name)
+
+    def _require_loaded(self):
+        if self.model is None:
+            raise RuntimeError("ClipEncoder.load() must be called before encoding")
+
+    def preprocess_images(self, images: list[np.ndarray]):
+        """open_clip's eval transform of each frame, stacked: float32 tensor [N, 3, S, S]."""
+        import torch
+        from PIL import Image
+
+        self._require_loaded()
+        return torch.stack([self.preprocess(Image.fromarray(img)) for img in images])
+
+    def encode_images(self, images: list[np.ndarray]) -> np.ndarray:
+        """L2-normalised image embeddings, float32 [N, D]."""
+        import torch
+
+        self._require_loaded()
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        batch = self.preprocess_images(images).to(self.device)
+        with torch.no_grad():
+            out = self.model.encode_image(batch, normalize=True)
+        return out.float().cpu().numpy()
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """L2-normalised text embeddings, float32 [N, D]."""
+        import torch
+
+        self._require_loaded()
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        tokens = self.tokenizer(texts).to(self.device)
+        with torch.no_grad():
+            out = self.model.encode_text(tokens, normalize=True)
+        return out.float().cpu().numpy()

@@ -1,0 +1,238 @@
+"""`vmm extract`: videos → forward index (videos, frames, errors Parquet tables + run_summary.json).
+
+    python -m pipelines.extract --input videos.jsonl --output out/ [Beam options]
+
+Only wiring and option parsing live here; every stage is a transform in `transforms/`.
+The same code runs on DirectRunner, Dataflow, Flink and Spark: only the Beam options change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from models import clip as clip_models
+from models.decode import DecodeConfig
+from models.keyframes import SamplingConfig
+from models.version import __version__
+from schemas import forward_index as fi
+from schemas.manifest import ManifestSpec
+from transforms.assemble import AssembleConfig, AssembleRows, error_row
+from transforms.decode import DecodeVideos
+from transforms.embed import EmbedFrames
+from transforms.read_manifest import ReadManifest, resolve_input
+from transforms.write import WriteForwardIndex
+
+logger = logging.getLogger(__name__)
+
+
+
+class ExtractOptions(PipelineOptions):
+    """The flags of `vmm extract`. Everything else is a standard Beam option."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--input", help="manifest (.jsonl/.csv/.parquet), directory, or glob of videos")
+        parser.add_argument("--output", help="output directory (local path or any Beam filesystem URI)")
+        parser.add_argument("--clip-model", dest="clip_model", default=clip_models.DEFAULT_MODEL,
+                            help="open_clip architecture (default %(default)s)")
+        parser.add_argument("--clip-pretrained", dest="clip_pretrained", default=clip_models.DEFAULT_PRETRAINED,
+                            help="open_clip pretrained tag, path to a local state-dict checkpoint, or 'none' "
+                                 "(random weights, testing only). Default %(default)s")
+        parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                            help="where CLIP runs (auto: CUDA when available)")
+        parser.add_argument("--clip-batch-size", dest="clip_batch_size", type=int, default=32)
+        parser.add_argument("--torch-threads", dest="torch_threads", type=int, default=0,
+                            help="torch threads per worker process (0: cores / local workers)")
+        parser.add_argument("--max-frames", dest="max_frames", type=int, default=32,
+                            help="keyframes per video at most (default %(default)s)")
+        parser.add_argument("--scene-threshold", dest="scene_threshold", type=float,
+                            default=SamplingConfig.scene_threshold)
+        parser.add_argument("--clock-interval-s", dest="clock_interval_s", type=float,
+                            default=SamplingConfig.clock_interval_s)
+        parser.add_argument("--analysis-fps", dest="analysis_fps", type=float, default=SamplingConfig.analysis_fps)
+        parser.add_argument("--max-duration-s", dest="max_duration_s", type=float, default=None,
+                            help="read at most this many seconds of each video (default: all)")
+        parser.add_argument("--store-frame-embeddings", dest="store_frame_embeddings", action="store_true",
+                            default=False)
+        parser.add_argument("--embedding-dtype", dest="embedding_dtype", default="float16",
+                            choices=sorted(fi.EMBEDDING_DTYPES))
+        parser.add_argument("--ocr", dest="ocr", action="store_true", default=False,
+                            help="OCR of keyframes (the OCR stage; not in this version yet)")
+        parser.add_argument("--no-ocr", dest="ocr", action="store_false")
+        parser.add_argument("--asr", dest="asr", action="store_true", default=False,
+                            help="ASR of the audio (the ASR stage; not in this version yet)")
+        parser.add_argument("--no-asr", dest="asr", action="store_false")
+        parser.add_argument("--overwrite", action="store_true", default=False,
+                            help="replace the tables of an earlier run in --output")
+        parser.add_argument("--progress", dest="progress", action="store_true", default=None,
+                            help="progress bar (default: when stderr is a terminal and the run is local)")
+        parser.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+    """Everything the pipeline needs, validated at construction."""
+
+    manifest: ManifestSpec
+    manifest_files: tuple[str, ...]
+    output: str
+    clip: clip_models.ClipConfig
+    clip_weights: str
+    clip_batch_size: int
+    embedding_dim: int
+    decode: DecodeConfig
+    assemble: AssembleConfig
+    progress: bool
+    local: bool
+
+    def file_metadata(self) -> dict[str, str]:
+        return fi.file_metadata(
+            clip_model=self.clip.model_name,
+            clip_weights=self.clip_weights,
+            extra={"vmm.embedding_dtype": self.assemble.embedding_dtype, "vmm.embedding_dim": self.embedding_dim},
+        )
+
+    def schemas(self) -> dict:
+        meta = self.file_metadata()
+        dim, dtype = self.embedding_dim, self.assemble.embedding_dtype
+        return {
+            "videos": fi.with_metadata(fi.videos_schema(dim, dtype, self.manifest.passthrough), meta),
+            "frames": fi.with_metadata(fi.frames_schema(dim, dtype, self.assemble.store_frame_embeddings), meta),
+            "errors": fi.with_metadata(fi.ERRORS_SCHEMA, meta),
+        }
+
+
+def _local_workers(options: PipelineOptions) -> int:
+    std = options.view_as(StandardOptions)
+    if std.runner not in (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner"):
+        return 0
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode == "multi_processing":
+        workers = direct.direct_num_workers or 1
+        return workers if workers > 0 else os.cpu_count() or 1
+    return 1
+
+
+def build_config(options: PipelineOptions) -> ExtractConfig:
+    """Turns flags into a frozen config; raises ValueError (with the reason) on anything unusable."""
+    opts = options.view_as(ExtractOptions)
+    if not opts.output:
+        raise ValueError("--output is required")
+    if opts.max_frames < 1:
+        raise ValueError(f"--max-frames must be >= 1, got {opts.max_frames}")
+    if opts.clip_batch_size < 1:
+        raise ValueError(f"--clip-batch-size must be >= 1, got {opts.clip_batch_size}")
+    if opts.ocr:
+        logger.warning("--ocr: the OCR stage is not part of vmm %s yet; no OCR columns are written", __version__)
+    if opts.asr:
+        logger.warning("--asr: the ASR stage is not part of vmm %s yet; no ASR table is written", __version__)
+    spec, files = resolve_input(opts.input)
+    workers = _local_workers(options)
+    threads = opts.torch_threads or (max(1, (os.cpu_count() or 1) // workers) if workers else 0)
+    clip = clip_models.ClipConfig(opts.clip_model, opts.clip_pretrained, opts.device, threads)
+    weights = clip_models.check_weights(clip)
+    sampling = SamplingConfig(
+        max_frames=opts.max_frames,
+        analysis_fps=opts.analysis_fps,
+        scene_threshold=opts.scene_threshold,
+        clock_interval_s=opts.clock_interval_s,
+    )
+    progress = opts.progress if opts.progress is not None else bool(workers) and sys.stderr.isatty()
+    return ExtractConfig(
+        manifest=spec,
+        manifest_files=tuple(files),
+        output=opts.output.rstrip("/") or "/",
+        clip=clip,
+        clip_weights=weights,
+        clip_batch_size=opts.clip_batch_size,
+        embedding_dim=clip_models.embed_dim(opts.clip_model),
+        decode=DecodeConfig(
+            sampling=sampling,
+            short_side=clip_models.image_size(opts.clip_model),
+            max_duration_s=opts.max_duration_s,
+        ),
+        assemble=AssembleConfig(
+            embedding_dtype=opts.embedding_dtype,
+            store_frame_embeddings=opts.store_frame_embeddings,
+            passthrough_columns=tuple(spec.passthrough.names),
+        ),
+        progress=progress,
+        local=bool(workers),
+    )
+
+
+def build_pipeline(p: beam.Pipeline, config: ExtractConfig) -> None:
+    """Wires the stages: manifest → decode → CLIP → assemble → Parquet."""
+    manifest = p | "ReadManifest" >> ReadManifest(config.manifest, list(config.manifest_files))
+    decoded = manifest["requests"] | "DecodeVideos" >> DecodeVideos(config.decode, config.progress)
+    embedded = {"frames": decoded["frames"], "videos": decoded["videos"]} | "EmbedFrames" >> EmbedFrames(
+        config.clip, batch_size=config.clip_batch_size
+    )
+    rows = {
+        "videos": decoded["videos"],
+        "frames": embedded["frames"],
+        "titles": embedded["titles"],
+    } | "AssembleRows" >> AssembleRows(config.assemble)
+    errors = (
+        (manifest["errors"], decoded["errors"])
+        | "AllErrors" >> beam.Flatten()
+        | "ErrorRows" >> beam.Map(error_row)
+    )
+    {"videos": rows["videos"], "frames": rows["frames"], "errors": errors} | "WriteForwardIndex" >> WriteForwardIndex(
+        config.output, config.schemas()
+    )
+
+
+def prepare_output(output: str, overwrite: bool) -> None:
+    """Refuses to mix a new run's shards with an old run's, unless --overwrite."""
+    for table in fi.TABLES:
+        existing = FileSystems.match([FileSystems.join(output, table, "*.parquet")])[0].metadata_list
+        if not existing:
+            continue
+        if not overwrite:
+            raise ValueError(
+                f"{output} already holds a forward index ({table}/ has {len(existing)} files): "
+                "pass --overwrite to replace it, or choose another --output"
+            )
+        FileSystems.delete([m.path for m in existing])
+
+
+def run(argv: list[str] | None = None) -> int:
+    from pipelines.summary import summarize, write_summary, format_summary
+
+    options = PipelineOptions(argv)
+    opts = options.view_as(ExtractOptions)
+    try:
+        config = build_config(options)
+        prepare_output(config.output, opts.overwrite)
+    except (ValueError, clip_models.WeightsUnavailable) as e:
+        logger.error("%s", e)
+        print(f"vmm extract: {e}", file=sys.stderr)
+        return 2
+    started = time.time()
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, config)
+    result = p.run()
+    result.wait_until_finish()
+    summary = summarize(result, config, wall_time_s=time.time() - started)
+    write_summary(config.output, summary)
+    print(format_summary(summary))
+    return 0 if summary["accounting_ok"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    return run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""run_summary.json: what a run read, wrote and spent, and whether every entry is accounted for.
+
+Counts of rows come from the written Parquet files themselves (the truth readers will see);
+times and work counters come from Beam metrics, summed over workers.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import time
+
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+
+from models.version import __version__
+from schemas import forward_index as fi
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "run_summary.json"
+
+
+def table_files(output: str, table: str) -> list[str]:
+    result = FileSystems.match([FileSystems.join(output, table, "*.parquet")])[0]
+    return sorted(m.path for m in result.metadata_list)
+
+
+def _read_column(path: str, column: str):
+    with FileSystems.open(path) as f:
+        return pq.read_table(f, columns=[column]).column(column).to_pylist()
+
+
+def _num_rows(path: str) -> int:
+    with FileSystems.open(path) as f:
+        return pq.ParquetFile(f).metadata.num_rows
+
+
+def count_outputs(output: str) -> dict:
+    counts = {table: sum(_num_rows(p) for p in table_files(output, table)) for table in fi.TABLES}
+    errors_by_type = collections.Counter()
+    for path in table_files(output, "errors"):
+        errors_by_type.update(_read_column(path, "error_type"))
+    stage_errors = collections.Counter()
+    for path in table_files(output, "videos"):
+        for entries in _read_column(path, "stage_errors"):
+            stage_errors.update(e["stage"] for e in entries or [])
+    counts["errors_by_type"] = dict(sorted(errors_by_type.items()))
+    counts["stage_errors_by_stage"] = dict(sorted(stage_errors.items()))
+    return counts
+
+
+def _metrics(result) -> tuple[dict, dict]:
+    counters: dict[str, int] = {}
+    distributions: dict[str, dict] = {}
+    try:
+        queried = result.metrics().query(MetricsFilter())
+    except (NotImplementedError, AttributeError):  # some runners do not report metrics
+        return counters, distributions
+    for c in queried.get("counters", []):
+        name = f"{c.key.metric.namespace}.{c.key.metric.name}"
+        value = c.committed if c.committed is not None else c.attempted
+        counters[name] = counters.get(name, 0) + (value or 0)
+    for d in queried.get("distributions", []):
+        name = f"{d.key.metric.namespace}.{d.key.metric.name}"
+        value = d.committed if d.committed is not None else d.attempted
+        if value is None:
+            continue
+        agg = distributions.setdefault(name, {"sum": 0, "count": 0})
+        agg["sum"] += value.sum
+        agg["count"] += value.count
+    return counters, distributions
+
+
+def summarize(result, config, wall_time_s: float) -> dict:
+    counters, dists = _metrics(result)
+    counts = count_outputs(config.output)
+    entries = counters.get("vmm.manifest_entries")
+
+    def seconds(name: str, scale: float) -> float | None:
+        d = dists.get(name)
+        return round(d["sum"] * scale, 3) if d else None
+
+    return {
+        "vmm_version": __version__,
+        "schema_version": fi.SCHEMA_VERSION,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "input": config.manifest.pattern,
+        "output": config.output,
+        "models": {
+            "clip_model": config.clip.model_name,
+            "clip_weights": config.clip_weights,
+            "clip_random_weights": config.clip_weights == "none",
+            "embedding_dim": config.embedding_dim,
+            "embedding_dtype": config.assemble.embedding_dtype,
+            "device": config.clip.device,
+        },
+        "counts": {"entries": entries, **counts},
+        "accounting_ok": entries is not None and entries == counts["videos"] + counts["errors"],
+        "wall_time_s": round(wall_time_s, 3),
+        # Summed over all workers: busy time of each stage, not elapsed time.
+        "stage_seconds": {
+            "decode": seconds("vmm.decode_ms", 1e-3),
+            "clip": seconds("vmm_clip.inference_batch_latency_micro_secs", 1e-6),
+        },
+        "counters": dict(sorted(counters.items())),
+    }
+
+
+def write_summary(output: str, summary: dict) -> str:
+    """Writes run_summary.json under a temporary name, then renames it into place."""
+    final = FileSystems.join(output, SUMMARY_FILE)
+    tmp = FileSystems.join(output, f".{SUMMARY_FILE}.tmp")
+    with FileSystems.create(tmp) as f:
+        f.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8"))
+    if FileSystems.exists(final):
+        FileSystems.delete([final])
+    FileSystems.rename([tmp], [final])
+    return final
+
+
+def format_summary(summary: dict) -> str:
+    c = summary["counts"]
+    m = summary["models"]
+    lines = [
+        f"vmm {summary['vmm_version']}: {summary['input']} -> {summary['output']}",
+        f"  entries {c['entries']}  videos {c['videos']}  frames {c['frames']}  errors {c['errors']}  "
+        f"accounting {'OK' if summary['accounting_ok'] else 'MISMATCH'}",
+        f"  CLIP {m['clip_model']} weights={m['clip_weights']} dim={m['embedding_dim']} {m['embedding_dtype']}"
+        + ("  (RANDOM WEIGHTS: embeddings carry no meaning)" if m["clip_random_weights"] else ""),
+        f"  wall {summary['wall_time_s']:.1f}s  stage busy seconds {summary['stage_seconds']}",
+    ]
+    if c["errors_by_type"]:
+        lines.append(f"  errors by type {c['errors_by_type']}")
+    if c["stage_errors_by_stage"]:
+        lines.append(f"  stage errors by stage {c['stage_errors_by_stage']}")
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""Element types that travel between pipeline stages (plain dataclasses, picklable).
+
+VideoRequest  -- one manifest entry (read_manifest -> decode)
+KeyframeImage -- one sampled frame's pixels at the size its consumer needs (decode -> embed)
+VideoInfo     -- what decoding learnt about a video plus its keyframe metadata (decode -> assemble)
+ErrorRecord   -- a manifest entry that produced no `videos` row (any stage -> `errors` table)
+StageError    -- a partial failure recorded on a video row (`videos.stage_errors`)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoRequest:
+    video_id: str
+    uri: str
+    ordinal: int  # position in the manifest: decides which duplicate video_id wins
+    title: str | None = None
+    tags: tuple[str, ...] | None = None
+    extra: tuple[tuple[str, Any], ...] = ()  # passthrough manifest fields, name-sorted
+    notes: tuple["StageError", ...] = ()  # problems met while reading the entry (kept on the row)
+
+
+@dataclasses.dataclass(frozen=True)
+class StageError:
+    stage: str
+    error_type: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorRecord:
+    video_id: str
+    uri: str | None
+    stage: str
+    error_type: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyframeMeta:
+    frame_index: int  # 0-based index among the frames the decoder output for the chosen stream
+    timestamp_s: float  # presentation time from the stream start
+    reason: str  # "first" | "scene" | "clock"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KeyframeImage:
+    video_id: str
+    frame_index: int
+    image: np.ndarray  # uint8 [H, W, 3] RGB, already small (shortest side = model input size)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    request: VideoRequest
+    duration_s: float | None
+    fps: float | None
+    width: int
+    height: int
+    video_codec: str
+    has_audio: bool
+    keyframes: tuple[KeyframeMeta, ...]
+    frames_decoded: int

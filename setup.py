@@ -1,0 +1,39 @@
+"""vmm: multimodal features for video search, as an Apache Beam batch pipeline.
+
+Works as Dataflow's --setup_file too: the packages are listed explicitly (their top-level names
+are generic, so never find_packages() over the whole tree).
+"""
+
+import os
+
+from setuptools import setup
+
+here = os.path.dirname(os.path.abspath(__file__))
+version = {}
+with open(os.path.join(here, "models", "version.py")) as f:
+    exec(f.read(), version)
+
+setup(
+    name="vmm",
+    version=version["__version__"],
+    description="Video multimodal features (CLIP, visual tokens, OCR, ASR) for search, on Apache Beam",
+    python_requires=">=3.10",
+    packages=["pipelines", "transforms", "models", "schemas"],
+    package_data={"models": ["clip_configs/*.json"]},
+    install_requires=[
+        "apache-beam>=2.60",
+        "av>=12",
+        "numpy>=1.24",
+        "pyarrow>=14",
+        "pillow>=10.1",
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "open_clip_torch>=2.24",
+        "faiss-cpu>=1.8",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pandas>=2", "duckdb>=1.0", "polars>=1.0"],
+    },
+    entry_points={"console_scripts": ["vmm=pipelines.cli:main"]},
+)

@@ -1,0 +1,116 @@
+"""DecodeVideos: VideoRequest → VideoInfo + KeyframeImage per keyframe, or an ErrorRecord.
+
+Each video is decoded once (models.decode); its keyframes leave as small uint8 frames, already at
+the embedder's input size. A video that cannot be decoded becomes one `errors` row; nothing is
+emitted for it elsewhere, so every entry lands in exactly one of `videos` and `errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from models.decode import DecodeConfig, DecodeError, decode_keyframes
+from schemas.elements import ErrorRecord, KeyframeImage, KeyframeMeta, VideoInfo, VideoRequest
+
+logger = logging.getLogger(__name__)
+
+ERRORS = "errors"
+FRAMES = "frames"
+_NAMESPACE = "vmm"
+
+
+def _open_source(uri: str):
+    """A local path as a string (PyAV seeks in it natively), anything else through FileSystems."""
+    scheme = FileSystems.get_scheme(uri)
+    if scheme in (None, "file"):
+        return uri[len("file://"):] if uri.startswith("file://") else uri
+    if not FileSystems.exists(uri):
+        raise DecodeError("FileNotFound", f"no such object: {uri}")
+    return FileSystems.open(uri, mime_type="application/octet-stream")
+
+
+class _DecodeFn(beam.DoFn):
+    def __init__(self, config: DecodeConfig, progress: bool):
+        self._config = config
+        self._progress = progress
+        self._decoded = beam.metrics.Metrics.counter(_NAMESPACE, "videos_decoded")
+        self._failed = beam.metrics.Metrics.counter(_NAMESPACE, "videos_failed")
+        self._keyframes = beam.metrics.Metrics.counter(_NAMESPACE, "keyframes")
+        self._frames = beam.metrics.Metrics.counter(_NAMESPACE, "frames_decoded")
+        self._seconds = beam.metrics.Metrics.distribution(_NAMESPACE, "decode_ms")
+        self._bar = None
+
+    def setup(self):
+        if self._progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(desc=f"decode[{os.getpid()}]", unit="video", file=sys.stderr, leave=False)
+
+    def teardown(self):
+        if self._bar is not None:
+            self._bar.close()
+
+    def process(self, request: VideoRequest):
+        try:
+            source = _open_source(request.uri)
+            try:
+                decoded = decode_keyframes(source, self._config)
+            finally:
+                if not isinstance(source, str):
+                    source.close()
+        except DecodeError as e:
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(
+                ERRORS, ErrorRecord(request.video_id, request.uri, "decode", e.error_type, str(e))
+            )
+            return
+        except (OSError, ValueError) as e:
+            # FileSystems raises these for unreadable objects (permissions, bad scheme, ...).
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(
+                ERRORS, ErrorRecord(request.video_id, request.uri, "decode", type(e).__name__, str(e))
+            )
+            return
+        finally:
+            if self._bar is not None:
+                self._bar.update(1)
+        self._decoded.inc()
+        self._keyframes.inc(len(decoded.keyframes))
+        self._frames.inc(decoded.frames_decoded)
+        self._seconds.update(int(decoded.decode_seconds * 1000))
+        metas = tuple(KeyframeMeta(c.frame_index, c.timestamp_s, c.reason) for c, _ in decoded.keyframes)
+        yield VideoInfo(
+            request=request,
+            duration_s=decoded.duration_s,
+            fps=decoded.fps,
+            width=decoded.width,
+            height=decoded.height,
+            video_codec=decoded.video_codec,
+            has_audio=decoded.has_audio,
+            keyframes=metas,
+            frames_decoded=decoded.frames_decoded,
+        )
+        for candidate, image in decoded.keyframes:
+            yield beam.pvalue.TaggedOutput(FRAMES, KeyframeImage(request.video_id, candidate.frame_index, image))
+
+
+class DecodeVideos(beam.PTransform):
+    """VideoRequest → {'videos': VideoInfo, 'frames': KeyframeImage, 'errors': ErrorRecord}."""
+
+    def __init__(self, config: DecodeConfig, progress: bool = False):
+        super().__init__()
+        self._config = config
+        self._progress = progress
+
+    def expand(self, requests):
+        out = requests | "Decode" >> beam.ParDo(_DecodeFn(self._config, self._progress)).with_outputs(
+            FRAMES, ERRORS, main="videos"
+        )
+        # One video fans out into many frames: break fusion so embedding spreads over workers.
+        frames = out[FRAMES] | "SpreadFrames" >> beam.Reshuffle()
+        return {"videos": out.videos, "frames": frames, "errors": out[ERRORS]}
