@@ -54,7 +54,9 @@ def embedding_type(dim: int, dtype: str) -> pa.DataType:
         raise ValueError(f"embedding dtype must be one of {sorted(EMBEDDING_DTYPES)}, got {dtype!r}")
     if dim <= 0:
         raise ValueError(f"embedding dim must be positive, got {dim}")
-    return pa.list_(pa.field("item", EMBEDDING_DTYPES[dtype], nullable=False), dim)
+    # The item field stays nullable: Parquet does not keep non-null on fixed-size list items, and a
+    # schema that survives a write/read round trip unchanged is worth more than the flag.
+    return pa.list_(EMBEDDING_DTYPES[dtype], dim)
 
 
 def videos_schema(dim: int, dtype: str = "float16", passthrough: pa.Schema | None = None) -> pa.Schema:

@@ -93,6 +93,13 @@ def infer_passthrough_schema(kind: str, header_or_rows: Any) -> pa.Schema:
         fields = [pa.field(passthrough_name(f.name), f.type) for f in schema if f.name not in _OWN_FIELDS]
     else:
         raise ValueError(f"unknown manifest kind {kind!r}")
+    names = [f.name for f in fields]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ManifestError(
+            f"manifest fields collide after renaming fields that vmm owns to manifest_<name>: {clashes}; "
+            "rename one of them in the manifest"
+        )
     return pa.schema(sorted(fields, key=lambda f: f.name))
 
 
@@ -110,12 +117,34 @@ def _as_tags(value: Any) -> tuple[str, ...] | None:
 
 
 def _convert(value: Any, type_: pa.DataType) -> Any:
+    """A manifest value as the column's type; TypeError/ValueError when it does not fit.
+
+    Strict on purpose: pyarrow would truncate 2.5 into an int64 and split "drama" into characters
+    for a list<string>; a value that does not fit is reported, never silently changed.
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    if pa.types.is_string(type_) and isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, ensure_ascii=False)
-    scalar = pa.scalar(value, type=type_)
-    return scalar.as_py()
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+        # A mixed-type JSONL column is a string column: non-strings keep their JSON text.
+        return value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    if pa.types.is_boolean(type_):
+        if not isinstance(value, bool):
+            raise TypeError(f"expected a boolean, got {type(value).__name__}")
+        return value
+    if pa.types.is_integer(type_):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected an integer, got {type(value).__name__}")
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"expected an integer, got {value}")
+        value = int(value)
+    elif pa.types.is_floating(type_):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a number, got {type(value).__name__}")
+        value = float(value)
+    elif pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
+        if not isinstance(value, (list, tuple)) and not hasattr(value, "tolist"):
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+    return pa.scalar(value, type=type_).as_py()
 
 
 def record_to_request(

@@ -1,0 +1,72 @@
+"""Shared fixtures: the generated sample, a tiny CLIP with a checkpoint saved by the test, media paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MEDIA = os.path.normpath(os.path.join(REPO, "..", "shared", "media"))
+TINY_MODEL = "vmm-tiny-vit"
+
+# The hub is unreachable here and in CI; say so up front so nothing waits on network retries.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: whole-pipeline or real-media tests (run in CI too)")
+
+
+def media_videos() -> list[str]:
+    folder = os.path.join(MEDIA, "video")
+    if not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder))
+
+
+@pytest.fixture(scope="session")
+def media_dir():
+    if not os.path.isdir(MEDIA):
+        pytest.skip(f"real media folder {MEDIA} is absent (CI has it)")
+    return MEDIA
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory):
+    """The project's own sample (3 videos), generated once per test session."""
+    from pipelines.make_sample import make_sample
+
+    out = tmp_path_factory.mktemp("sample")
+    manifest = make_sample(str(out), num_videos=3, seed=0)
+    with open(os.path.join(out, "expected.json")) as f:
+        expected = json.load(f)
+    return {"dir": str(out), "manifest": manifest, "expected": expected}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A random tiny open_clip model saved as a state dict, as a user's local checkpoint would be."""
+    import open_clip
+    import torch
+
+    import models.clip  # noqa: F401  (registers vmm-tiny-vit with open_clip)
+
+    models.clip._open_clip()
+    torch.manual_seed(1234)
+    model = open_clip.create_model(TINY_MODEL, pretrained=None)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    torch.save(model.state_dict(), path)
+    return str(path)
+
+
+@pytest.fixture()
+def copy_media(tmp_path):
+    def _copy(name: str, new_name: str | None = None) -> str:
+        dst = tmp_path / (new_name or name)
+        shutil.copy(os.path.join(MEDIA, "video", name), dst)
+        return str(dst)
+
+    return _copy

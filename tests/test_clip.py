@@ -1,0 +1,121 @@
+"""models.clip (weights resolution, encoder) and the RunInference model handler, with a tiny CLIP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models import clip
+from tests.conftest import TINY_MODEL
+from transforms.embed import ClipModelHandler
+
+
+def _frames(n: int, seed: int = 0, size=(64, 100)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, size=(*size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def _open_clip_reference(checkpoint: str, images: list[np.ndarray]) -> np.ndarray:
+    """open_clip's own path, written independently of models/clip.py: model, eval transform, encode."""
+    import open_clip
+    from PIL import Image
+
+    model, _, preprocess = open_clip.create_model_and_transforms(TINY_MODEL, pretrained=checkpoint)
+    model.eval()
+    with torch.no_grad():
+        batch = torch.stack([preprocess(Image.fromarray(i)) for i in images])
+        return model.encode_image(batch, normalize=True).numpy()
+
+
+def test_checkpoint_embeddings_equal_open_clip_own(tiny_checkpoint):
+    images = _frames(5)
+    enc = clip.ClipEncoder(clip.ClipConfig(TINY_MODEL, tiny_checkpoint)).load()
+    ours = enc.encode_images(images)
+    ref = _open_clip_reference(tiny_checkpoint, images)
+    assert ours.shape == (5, 64) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert enc.weights_id.startswith("file:tiny.pt:sha256:")
+
+
+def test_embeddings_depend_on_the_image_and_not_on_the_batch(tiny_checkpoint):
+    enc = clip.ClipEncoder(clip.ClipConfig(TINY_MODEL, tiny_checkpoint)).load()
+    images = _frames(4, seed=3)
+    together = enc.encode_images(images)
+    alone = np.concatenate([enc.encode_images([i]) for i in images])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    # Different pictures give different vectors (a stage returning a constant would fail here).
+    sims = together @ together.T
+    assert np.all(sims[~np.eye(4, dtype=bool)] < 0.9999)
+
+
+def test_random_weights_are_seeded_and_marked():
+    a = clip.ClipEncoder(clip.ClipConfig(TINY_MODEL, "none")).load()
+    b = clip.ClipEncoder(clip.ClipConfig(TINY_MODEL, "none")).load()
+    images = _frames(2, seed=5)
+    np.testing.assert_array_equal(a.encode_images(images), b.encode_images(images))
+    assert clip.check_weights(clip.ClipConfig(TINY_MODEL, "none")) == "none"
+    assert a.weights_id == "none"
+
+
+def test_text_embeddings(tiny_checkpoint):
+    enc = clip.ClipEncoder(clip.ClipConfig(TINY_MODEL, tiny_checkpoint)).load()
+    out = enc.encode_texts(["a red square", "a blue circle", "a red square"])
+    assert out.shape == (3, 64)
+    np.testing.assert_allclose(out[0], out[2], atol=1e-6)
+    assert abs(float(out[0] @ out[1])) < 0.9999
+
+
+def test_unavailable_weights_fail_fast_with_advice(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(clip.WeightsUnavailable) as e:
+        clip.check_weights(clip.ClipConfig("ViT-B-32", "laion2b_s34b_b79k"))
+    assert "--clip-pretrained /path/to/checkpoint.pt" in str(e.value)
+    with pytest.raises(clip.WeightsUnavailable, match="not a readable file"):
+        clip.check_weights(clip.ClipConfig(TINY_MODEL, str(tmp_path / "missing" / "ckpt.pt")))
+    with pytest.raises(clip.WeightsUnavailable, match="neither a file nor"):
+        clip.check_weights(clip.ClipConfig("ViT-B-32", "no-such-tag"))
+    with pytest.raises(ValueError, match="unknown open_clip model"):
+        clip.check_weights(clip.ClipConfig("NoSuchNet", "none"))
+
+
+def test_checkpoint_loading_refuses_pickled_objects(tmp_path):
+    # torch.load(weights_only=True) must refuse arbitrary pickled objects in a checkpoint.
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": _Pickled()}, path)
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported global|not allowed"):
+        clip.ClipEncoder(clip.ClipConfig(TINY_MODEL, str(path))).load()
+
+
+class _Pickled:
+    pass
+
+
+def test_device_selection():
+    assert clip.resolve_device("cpu") == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert clip.resolve_device("auto") == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            clip.resolve_device("cuda")
+    with pytest.raises(ValueError):
+        clip.resolve_device("tpu")
+
+
+def test_model_handler_mixed_batch(tiny_checkpoint):
+    handler = ClipModelHandler(clip.ClipConfig(TINY_MODEL, tiny_checkpoint), max_batch_size=8)
+    model = handler.load_model()
+    images = _frames(3, seed=9)
+    batch = [images[0], "a title", images[1], images[2]]
+    results = list(handler.run_inference(batch, model))
+    assert len(results) == 4
+    np.testing.assert_allclose(
+        np.stack([results[i].inference for i in (0, 2, 3)]), model.encode_images(images), atol=1e-5
+    )
+    np.testing.assert_allclose(results[1].inference, model.encode_texts(["a title"])[0], atol=1e-5)
+    assert results[1].example == "a title" and results[0].example is None
+    assert handler.get_num_bytes(batch) == sum(i.nbytes for i in images) + len("a title")
+    assert handler.batch_elements_kwargs()["max_batch_size"] == 8
+    with pytest.raises(TypeError):
+        list(handler.run_inference([42], model))

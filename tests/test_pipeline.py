@@ -1,0 +1,273 @@
+"""The whole extract pipeline on generated and real videos: tables, contract, accounting, determinism."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from models.decode import DecodeConfig, decode_keyframes
+from models.pooling import cosine, pool_video_embedding, topic_coherence
+from pipelines import extract
+from schemas import forward_index as fi
+from tests.conftest import REPO, TINY_MODEL
+from tests.test_clip import _open_clip_reference
+from tests.test_decode import _write_audio_only
+
+
+def run_extract(output, manifest, checkpoint, *extra):
+    argv = [
+        "--input", str(manifest), "--output", str(output), "--clip-model", TINY_MODEL,
+        "--clip-pretrained", checkpoint, "--no-progress", *extra,
+    ]
+    rc = extract.run(argv)
+    with open(os.path.join(output, "run_summary.json")) as f:
+        summary = json.load(f)
+    return rc, summary
+
+
+def read(output, table) -> pa.Table:
+    files = sorted(glob.glob(os.path.join(output, table, "*.parquet")))
+    assert files, f"no {table} files"
+    return pa.concat_tables([pq.read_table(f) for f in files])
+
+
+def _sorted_rows(table: pa.Table, keys) -> list[dict]:
+    return sorted(table.to_pylist(), key=lambda r: tuple(r[k] for k in keys))
+
+
+@pytest.fixture(scope="module")
+def sample_run(sample, tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    rc, summary = run_extract(
+        out, sample["manifest"], tiny_checkpoint, "--store-frame-embeddings", "--embedding-dtype", "float32"
+    )
+    assert rc == 0
+    return str(out), summary
+
+
+def test_summary_accounts_for_every_entry(sample_run):
+    out, summary = sample_run
+    counts = summary["counts"]
+    assert summary["accounting_ok"] and counts["entries"] == 3
+    assert counts["videos"] == 3 and counts["errors"] == 0
+    c = summary["counters"]
+    assert c["vmm.videos_decoded"] == 3 and c["vmm.keyframes"] == counts["frames"] >= 9
+    assert c["vmm_clip.num_inferences"] == counts["frames"] + 3  # every keyframe plus each title
+    assert summary["models"]["clip_weights"].startswith("file:tiny.pt:sha256:")
+    assert summary["stage_seconds"]["decode"] > 0 and summary["stage_seconds"]["clip"] > 0
+
+
+def test_tables_match_the_schemas_and_carry_metadata(sample_run):
+    out, _ = sample_run
+    passthrough = pa.schema([pa.field("source", pa.string())])
+    expected = {
+        "videos": fi.videos_schema(64, "float32", passthrough),
+        "frames": fi.frames_schema(64, "float32", store_embeddings=True),
+        "errors": fi.ERRORS_SCHEMA,
+    }
+    for table, schema in expected.items():
+        for path in glob.glob(os.path.join(out, table, "*.parquet")):
+            assert os.path.basename(path).startswith("part-") and "-of-" in path
+            got = pq.read_schema(path)
+            assert got.remove_metadata().equals(schema), (table, got)
+            meta = {k.decode(): v.decode() for k, v in got.metadata.items()}
+            assert meta["vmm.schema_version"] == fi.SCHEMA_VERSION
+            assert meta["vmm.clip_model"] == TINY_MODEL
+            assert meta["vmm.clip_weights"].startswith("file:tiny.pt:sha256:")
+            assert meta["vmm.version"]
+
+
+def test_frame_embeddings_equal_open_clip_on_the_same_frames(sample_run, sample, tiny_checkpoint):
+    out, _ = sample_run
+    frames = _sorted_rows(read(out, "frames"), ("video_id", "frame_index"))
+    for video in sample["expected"]["videos"]:
+        decoded = decode_keyframes(video["uri"], DecodeConfig(short_side=64))
+        rows = [r for r in frames if r["video_id"] == video["video_id"]]
+        assert [r["frame_index"] for r in rows] == [c.frame_index for c, _ in decoded.keyframes]
+        assert [r["reason"] for r in rows] == [c.reason for c, _ in decoded.keyframes]
+        ref = _open_clip_reference(tiny_checkpoint, [img for _, img in decoded.keyframes])
+        np.testing.assert_allclose(np.array([r["embedding"] for r in rows]), ref, atol=1e-5)
+
+
+def test_video_features_come_from_their_own_frames(sample_run, sample, tiny_checkpoint):
+    import open_clip
+    import torch
+
+    out, _ = sample_run
+    videos = {r["video_id"]: r for r in read(out, "videos").to_pylist()}
+    frames = read(out, "frames").to_pylist()
+    model = open_clip.create_model(TINY_MODEL, pretrained=tiny_checkpoint).eval()
+    tokenizer = open_clip.get_tokenizer(TINY_MODEL)
+    for video in sample["expected"]["videos"]:
+        row = videos[video["video_id"]]
+        own = np.array([f["embedding"] for f in frames if f["video_id"] == video["video_id"]], np.float32)
+        assert row["num_keyframes"] == len(own)
+        np.testing.assert_allclose(row["embedding"], pool_video_embedding(own), atol=1e-5)
+        assert row["topic_coherence"] == pytest.approx(topic_coherence(own), abs=1e-5)
+        with torch.no_grad():
+            title = model.encode_text(tokenizer([row["title"]]), normalize=True)[0].numpy()
+        assert row["title_visual_similarity"] == pytest.approx(cosine(title, row["embedding"]), abs=1e-4)
+        assert row["uri"] == video["uri"] and row["title"] == video["title"]
+        assert row["source"] == "vmm-sample" and "sample" in row["tags"]
+        assert (row["width"], row["height"], row["video_codec"], row["fps"]) == (640, 360, "h264", 25.0)
+        assert row["duration_s"] == pytest.approx(video["duration_s"], abs=0.05)
+        assert row["has_audio"] == video["has_audio"]
+    vectors = np.array([v["embedding"] for v in videos.values()])
+    assert np.all((vectors @ vectors.T)[~np.eye(len(vectors), dtype=bool)] < 0.9999)
+
+
+def test_tables_read_in_pandas_duckdb_polars(sample_run):
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    out, _ = sample_run
+    df = pd.read_parquet(os.path.join(out, "videos"))
+    assert len(df) == 3 and len(df["embedding"].iloc[0]) == 64
+    n, dim = duckdb.sql(
+        f"select count(*), max(len(embedding)) from read_parquet('{out}/frames/*.parquet')"
+    ).fetchall()[0]
+    assert n >= 9 and dim == 64
+    pl_df = pl.read_parquet(os.path.join(out, "videos", "*.parquet"))
+    assert pl_df.schema["embedding"] == pl.Array(pl.Float32, 64)
+
+
+def _bad_manifest(tmp_path, sample) -> tuple[str, int]:
+    videos = sample["expected"]["videos"]
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(os.urandom(4096))
+    audio_only = str(tmp_path / "voice.m4a")
+    _write_audio_only(audio_only)
+    lines = [
+        json.dumps({"uri": videos[0]["uri"], "video_id": "good-0", "title": "first", "views": 10}),
+        json.dumps({"uri": videos[1]["uri"], "video_id": "good-1", "views": 11, "tags": 5}),
+        json.dumps({"uri": str(tmp_path / "missing.mp4"), "video_id": "missing"}),
+        json.dumps({"uri": str(garbage), "video_id": "garbage"}),
+        json.dumps({"uri": audio_only, "video_id": "audio-only"}),
+        "{not json",
+        json.dumps({"video_id": "no-uri", "title": "x"}),
+        json.dumps({"uri": videos[2]["uri"], "video_id": "good-0"}),
+        json.dumps({"uri": str(tmp_path), "video_id": "a-directory"}),
+        json.dumps({"uri": videos[2]["uri"], "title": "id from uri", "视频": "标题"}),
+    ]
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(manifest), len(lines)
+
+
+def test_bad_entries_land_in_errors_and_nothing_is_lost(tmp_path, sample, tiny_checkpoint):
+    from schemas.manifest import default_video_id
+
+    manifest, n = _bad_manifest(tmp_path, sample)
+    out = tmp_path / "out"
+    rc, summary = run_extract(out, manifest, tiny_checkpoint)
+    assert rc == 0 and summary["accounting_ok"]
+    assert summary["counts"]["entries"] == n
+    videos = {r["video_id"]: r for r in read(out, "videos").to_pylist()}
+    errors = {(r["video_id"], r["error_type"]): r for r in read(out, "errors").to_pylist()}
+    assert len(videos) + len(errors) == n
+    from_uri = default_video_id(sample["expected"]["videos"][2]["uri"])
+    assert set(videos) == {"good-0", "good-1", from_uri}
+    assert videos[from_uri]["视频"] == "标题"  # a passthrough field named in another script
+    assert videos["good-0"]["uri"] == sample["expected"]["videos"][0]["uri"]  # the first duplicate wins
+    assert videos["good-0"]["views"] == 10 and videos["good-1"]["views"] == 11
+    assert videos["good-1"]["tags"] is None  # tags: 5 is not a list: null, with a note
+    assert [e["stage"] for e in videos["good-1"]["stage_errors"]] == ["manifest"]
+    assert videos["good-0"]["stage_errors"] == []
+    assert {k[1] for k in errors} == {
+        "FileNotFound", "DecodeError", "NoVideoStream", "BadManifestEntry", "DuplicateVideoId", "NotAFile",
+    }
+    assert errors[("missing", "FileNotFound")]["stage"] == "decode"
+    assert errors[("good-0", "DuplicateVideoId")]["uri"] == sample["expected"]["videos"][2]["uri"]
+    assert all(e["message"] for e in errors.values())
+    assert summary["counts"]["errors_by_type"]["BadManifestEntry"] == 2
+    assert summary["counts"]["stage_errors_by_stage"] == {"manifest": 1}
+
+
+def test_same_inputs_same_rows(tmp_path, sample, tiny_checkpoint):
+    runs = []
+    for name in ("a", "b"):
+        rc, _ = run_extract(tmp_path / name, sample["manifest"], tiny_checkpoint)
+        assert rc == 0
+        runs.append(
+            (
+                _sorted_rows(read(tmp_path / name, "videos"), ("video_id",)),
+                _sorted_rows(read(tmp_path / name, "frames"), ("video_id", "frame_index")),
+            )
+        )
+    assert runs[0] == runs[1]
+
+
+def test_directory_and_csv_inputs(tmp_path, sample, tiny_checkpoint):
+    from schemas.manifest import default_video_id
+
+    rc, summary = run_extract(tmp_path / "dir", sample["dir"], tiny_checkpoint)
+    assert rc == 0 and summary["counts"]["videos"] == 3
+    ids = set(read(tmp_path / "dir", "videos").column("video_id").to_pylist())
+    assert ids == {default_video_id(v["uri"]) for v in sample["expected"]["videos"]}
+
+    csv_path = tmp_path / "m.csv"
+    rows = ["uri,title,tags,channel"] + [f'{v["uri"]},"{v["title"]}",a|b,chan{i}'
+                                         for i, v in enumerate(sample["expected"]["videos"])]
+    csv_path.write_text("\n".join(rows) + "\n")
+    rc, summary = run_extract(tmp_path / "csv", csv_path, tiny_checkpoint)
+    assert rc == 0 and summary["counts"]["videos"] == 3
+    table = read(tmp_path / "csv", "videos")
+    assert sorted(table.column("channel").to_pylist()) == ["chan0", "chan1", "chan2"]
+    assert table.column("tags").to_pylist()[0] == ["a", "b"]
+
+
+def test_existing_output_needs_overwrite(sample_run, sample, tiny_checkpoint):
+    out, _ = sample_run
+    argv = ["--input", sample["manifest"], "--output", out, "--clip-model", TINY_MODEL,
+            "--clip-pretrained", tiny_checkpoint]
+    assert extract.run(argv) == 2
+
+
+def test_unavailable_default_weights_fail_at_construction(tmp_path, sample):
+    argv = ["--input", sample["manifest"], "--output", str(tmp_path / "o")]
+    assert extract.run(argv) == 2
+    assert not os.path.exists(tmp_path / "o" / "videos")
+
+
+@pytest.mark.slow
+def test_cli_multiprocessing_run(tmp_path, sample, tiny_checkpoint):
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, "-m", "pipelines.extract", "--input", sample["manifest"], "--output", str(out),
+        "--clip-model", TINY_MODEL, "--clip-pretrained", "none", "--runner", "DirectRunner",
+        "--direct_num_workers", "2", "--direct_running_mode", "multi_processing",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "accounting OK" in proc.stdout and "RANDOM WEIGHTS" in proc.stdout
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["counts"]["videos"] == 3 and summary["models"]["clip_weights"] == "none"
+    meta = pq.read_schema(glob.glob(str(out / "videos" / "*.parquet"))[0]).metadata
+    assert meta[b"vmm.clip_weights"] == b"none"
+
+
+@pytest.mark.slow
+def test_every_real_media_video_lands_in_videos(media_dir, tmp_path, tiny_checkpoint):
+    folder = os.path.join(media_dir, "video")
+    names = sorted(os.listdir(folder))
+    rc, summary = run_extract(tmp_path / "out", folder, tiny_checkpoint)
+    assert rc == 0 and summary["accounting_ok"]
+    assert summary["counts"]["errors"] == 0, read(tmp_path / "out", "errors").to_pylist()
+    videos = read(tmp_path / "out", "videos").to_pylist()
+    assert sorted(os.path.basename(v["uri"]) for v in videos) == names
+    for v in videos:
+        assert v["num_keyframes"] >= 1 and v["width"] > 0 and v["duration_s"] > 0
+        assert abs(np.linalg.norm(np.asarray(v["embedding"], np.float32)) - 1.0) < 1e-2
+    by_name = {os.path.basename(v["uri"]): v for v in videos}
+    assert by_name["androidx_hdr10-av1.mp4"]["height"] > by_name["androidx_hdr10-av1.mp4"]["width"]
+    assert by_name["nasa_13013.mp4"]["has_audio"] and not by_name["testvideo.mp4"]["has_audio"]
+    assert by_name["testvideo.mp4"]["num_keyframes"] > 3  # hard cuts found
