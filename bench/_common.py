@@ -99,7 +99,15 @@ def machine_line() -> str:
 
     return (f"python {platform.python_version()}, {os.cpu_count()} cpus, {platform.machine()}, "
             f"PyAV {av.__version__} (FFmpeg {'.'.join(map(str, av.library_versions.get('libavcodec', ())))} libavcodec), "
-            f"numpy {numpy.__version__}")
+            f"numpy {numpy.__version__}, load average {load_average()}")
+
+
+def load_average() -> str:
+    """1-minute load average: on a 2-core machine, above ~1 means another process shared the CPUs."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "?"
 
 
 def print_table(headers, rows, aligns=None) -> None:

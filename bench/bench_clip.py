@@ -29,6 +29,7 @@ import gc
 import logging
 import os
 import pstats
+import statistics
 import sys
 import time
 
@@ -38,7 +39,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from bench import _common
-from bench._common import add_input_args, input_videos, machine_line, print_table
+from bench._common import add_input_args, input_videos, load_average, machine_line, print_table
 from models import clip as clip_models
 from models.decode import DecodeConfig, decode_keyframes
 from schemas.elements import KeyframeImage
@@ -97,14 +98,20 @@ def bare_embed(model, preprocess, images, batch_size: int) -> np.ndarray:
 
 
 def run_bare(args, frames):
+    c0 = time.process_time()
     t0 = time.perf_counter()
     model, preprocess = bare_load(args.clip_model, args.clip_pretrained)
     t1 = time.perf_counter()
     emb = bare_embed(model, preprocess, [img for _, _, img in frames], args.batch_size)
     t2 = time.perf_counter()
+    cpu = time.process_time() - c0
     del model
     keyed = {(v, i): e for (v, i, _), e in zip(frames, emb)}
-    return dict(load=t1 - t0, work=t2 - t1, total=t2 - t0, batches=-(-len(frames) // args.batch_size)), keyed
+    n = len(frames)
+    stats = dict(load=t1 - t0, work=t2 - t1, total=t2 - t0, cpu=cpu, infer=t2 - t1,
+                 batches=-(-n // args.batch_size), batch_sizes=(min(args.batch_size, n), n / -(-n // args.batch_size),
+                                                                 min(args.batch_size, n)))
+    return stats, keyed
 
 
 # ---- (b) the same frames through the pipeline's CLIP stage ----------------------------------------
@@ -119,6 +126,11 @@ def warm_up_beam():
         p | beam.Create([1, 2]) | beam.Map(lambda x: x)
 
 
+def _frame_output(x):
+    """(frame_index, embedding) from EmbedFrames' frame output: FrameFeatures, or an (index, emb) pair."""
+    return (x.frame_index, x.embedding) if hasattr(x, "embedding") else x
+
+
 def run_pipeline(args, frames, clip_config, source: str = "create"):
     """source 'create': beam.Create(KeyframeImage list), pixels pickled into the pipeline graph.
     source 'memory': beam.Create(indices) | Map(index -> KeyframeImage held in this process), standing in
@@ -126,6 +138,7 @@ def run_pipeline(args, frames, clip_config, source: str = "create"):
     elements = [KeyframeImage(v, i, img) for v, i, img in frames]
     _common.SINK.clear()
     _common.FRAMES[:] = elements if source == "memory" else []
+    c0 = time.process_time()
     t0 = time.perf_counter()
     p = beam.Pipeline(options=_options())
     if source == "create":
@@ -139,17 +152,18 @@ def run_pipeline(args, frames, clip_config, source: str = "create"):
     result = p.run()
     result.wait_until_finish()
     t2 = time.perf_counter()
+    cpu = time.process_time() - c0
 
     dists = {r.key.metric.name: r.committed
              for r in result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["distributions"]}
     load_ms = dists["load_model_latency_milli_secs"].sum if "load_model_latency_milli_secs" in dists else float("nan")
     batch = dists.get("inference_request_batch_size")
     infer = dists.get("inference_batch_latency_micro_secs")
-    keyed = {(v, i): np.asarray(e) for v, (i, e) in _common.SINK}
+    keyed = {(v, _frame_output(x)[0]): np.asarray(_frame_output(x)[1]) for v, x in _common.SINK}
     _common.SINK.clear()
     _common.FRAMES[:] = []
     stats = dict(
-        build=t1 - t0, run=t2 - t1, total=t2 - t0, load=load_ms / 1000.0,
+        build=t1 - t0, run=t2 - t1, total=t2 - t0, load=load_ms / 1000.0, cpu=cpu,
         batches=batch.count if batch else 0,
         batch_sizes=(batch.min, batch.mean, batch.max) if batch else None,
         infer=infer.sum / 1e6 if infer else float("nan"),
@@ -163,9 +177,17 @@ SIDES = ("bare", "pipeline", "pipeline-memory")
 
 def _order(text: str) -> list[str]:
     sides = [x.strip() for x in text.split(",") if x.strip()]
-    if sorted(sides) != sorted(set(sides)) or not {"bare", "pipeline"} <= set(sides) or not set(sides) <= set(SIDES):
+    if len(sides) != len(set(sides)) or not {"bare", "pipeline"} <= set(sides) or not set(sides) <= set(SIDES):
         raise argparse.ArgumentTypeError(f"a comma list of {', '.join(SIDES)}, with bare and pipeline, each once")
     return sides
+
+
+def _median_stats(runs: list[dict]) -> dict:
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)):
+            out[key] = statistics.median(r[key] for r in runs)
+    return out
 
 
 def main(argv=None) -> int:
@@ -178,10 +200,16 @@ def main(argv=None) -> int:
     parser.add_argument("--torch-threads", type=int, default=0, help="both sides; 0: torch's default")
     parser.add_argument("--copies", type=int, default=1,
                         help="embed each keyframe this many times (a bigger, steady-state workload)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds; the sides alternate order each round; figures are medians (default %(default)s)")
     parser.add_argument("--order", type=_order, default=_order("bare,pipeline,pipeline-memory"),
-                        help="which sides run, in what order (default %(default)s; pipeline-memory is optional)")
-    parser.add_argument("--profile", action="store_true", help="cProfile the pipeline sides; print the top functions")
+                        help="sides to run, first round's order (default bare,pipeline,pipeline-memory; "
+                             "pipeline-memory is optional)")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile each pipeline side in the first round; print the top functions")
     args = parser.parse_args(argv)
+    if args.repeat < 1 or args.copies < 1 or args.batch_size < 1:
+        parser.error("--repeat, --copies and --batch-size must be >= 1")
     logging.basicConfig(level=logging.WARNING)
 
     import torch
@@ -196,10 +224,10 @@ def main(argv=None) -> int:
         frames = collect_keyframes(videos, short_side, args.copies)
         n_videos = len({v for v, _, _ in frames})
     n = len(frames)
-    mb = sum(img.nbytes for _, _, img in frames) / 2**20
-    print(f"# bench_clip: {args.clip_model} (pretrained={args.clip_pretrained}), {n} keyframes ({mb:.1f} MiB) from "
-          f"{n_videos} videos at short side {short_side}, batch {args.batch_size}, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads, order {','.join(args.order)}")
+    mib = sum(img.nbytes for _, _, img in frames) / 2**20
+    print(f"# bench_clip: {args.clip_model} (pretrained={args.clip_pretrained}), {n} keyframes ({mib:.1f} MiB) from "
+          f"{n_videos} videos at short side {short_side}, batch {args.batch_size}, torch {torch.__version__} with "
+          f"{torch.get_num_threads()} threads, repeat {args.repeat} (median), first order {','.join(args.order)}")
     print(f"# {machine_line()}")
 
     # Untimed warm-up shared by both sides: imports, allocator, first-call kernel setup, Beam's runner.
@@ -208,76 +236,80 @@ def main(argv=None) -> int:
     del model, preprocess
     warm_up_beam()
 
-    results, profiles = {}, {}
-    for side in args.order:
-        gc.collect()
-        if side == "bare":
-            results[side] = run_bare(args, frames)
-            continue
-        source = "memory" if side == "pipeline-memory" else "create"
-        if args.profile:
-            prof = cProfile.Profile()
-            results[side] = prof.runcall(run_pipeline, args, frames, clip_config, source)
-            profiles[side] = pstats.Stats(prof)
-        else:
-            results[side] = run_pipeline(args, frames, clip_config, source)
+    runs = {s: [] for s in args.order}
+    embeddings, profiles = {}, {}
+    for r in range(args.repeat):
+        for side in (args.order if r % 2 == 0 else args.order[::-1]):
+            gc.collect()
+            if side == "bare":
+                stats, keyed = run_bare(args, frames)
+            else:
+                source = "memory" if side == "pipeline-memory" else "create"
+                if args.profile and r == 0:
+                    prof = cProfile.Profile()
+                    stats, keyed = prof.runcall(run_pipeline, args, frames, clip_config, source)
+                    profiles[side] = pstats.Stats(prof)
+                else:
+                    stats, keyed = run_pipeline(args, frames, clip_config, source)
+            runs[side].append(stats)
+            embeddings.setdefault(side, keyed)
+            print(f"#   round {r + 1} {side}: {stats['total']:.2f} s total, {stats['load']:.2f} s load", flush=True)
 
-    bare, bare_emb = results["bare"]
+    bare_emb = embeddings["bare"]
     pipes = [s for s in args.order if s != "bare"]
     agree, diffs = True, {}
     for side in pipes:
-        emb = results[side][1]
+        emb = embeddings[side]
         diffs[side] = max((float(np.abs(bare_emb[k] - emb[k]).max()) for k in bare_emb if k in emb), default=float("inf"))
         agree &= bare_emb.keys() == emb.keys() and diffs[side] < TOLERANCE
 
-    def pct(a, b):
-        return f"{(a - b) / b:+.1%}"
-
-    stats = {s: results[s][0] for s in pipes}
-    headers = ["", "bare loop"]
-    for s in pipes:
-        headers += [s, "overhead"]
+    med = {s: _median_stats(runs[s]) for s in args.order}
+    bare = med["bare"]
+    headers = ["", "bare loop"] + sum(([s, "overhead"] for s in pipes), [])
     rows = []
 
-    def row(label, bare_value, fmt, key=None, ratio=False):
-        r = [label, fmt(bare_value) if bare_value is not None else ""]
+    def row(label, key, fmt="{:.3f}", ratio=False, with_bare=True):
+        r = [label, fmt.format(bare[key]) if with_bare else ""]
         for s in pipes:
-            v = stats[s].get(key) if key else None
-            r += [fmt(v) if v is not None else "", pct(v, bare_value) if ratio and v is not None else ""]
+            v = med[s][key]
+            r += [fmt.format(v), f"{(v - bare[key]) / bare[key]:+.1%}" if ratio else ""]
         rows.append(r)
 
-    sec = "{:.3f}".format
-    row("model load (s)", bare["load"], sec, "load")
-    row("frames -> embeddings, load excluded (s)", bare["work"], sec, "work", ratio=True)
-    row("total, load included (s)", bare["total"], sec, "total", ratio=True)
+    row("model load (s)", "load")
+    row("frames -> embeddings, load excluded (s)", "work", ratio=True)
+    row("total, load included (s)", "total", ratio=True)
+    row("CPU time, load included (s)", "cpu", ratio=True)
     rows.append(["frames / s, load excluded", f"{n / bare['work']:.1f}"]
-                + sum(([f"{n / stats[s]['work']:.1f}", ""] for s in pipes), []))
-    rows.append(["batches", str(bare["batches"])] + sum(([str(stats[s]["batches"]), ""] for s in pipes), []))
-    rows.append(["batch size min / mean / max",
-                 f"{min(args.batch_size, n)} / {n / bare['batches']:.1f} / {min(args.batch_size, n)}"]
-                + sum(([("%d / %.1f / %d" % stats[s]["batch_sizes"]) if stats[s]["batch_sizes"] else "?", ""]
+                + sum(([f"{n / med[s]['work']:.1f}", ""] for s in pipes), []))
+    rows.append(["batches", f"{bare['batches']:g}"] + sum(([f"{med[s]['batches']:g}", ""] for s in pipes), []))
+    rows.append(["batch size min / mean / max (round 1)", "%d / %.1f / %d" % runs["bare"][0]["batch_sizes"]]
+                + sum(([("%d / %.1f / %d" % runs[s][0]["batch_sizes"]) if runs[s][0]["batch_sizes"] else "?", ""]
                        for s in pipes), []))
-    row("pipeline: graph build (s)", None, sec, "build")
-    row("pipeline: inside run_inference (s)", bare["work"], sec, "infer")
+    row("pipeline: graph build (s)", "build", with_bare=False)
+    row("preprocess + model: bare loop / inside run_inference (s)", "infer", ratio=True)
+    rows.append(["Beam's own time: work - inside run_inference (s)", ""]
+                + sum(([f"{med[s]['work'] - med[s]['infer']:.3f}", ""] for s in pipes), []))
     print()
     print_table(headers, rows, ["<"] + [">"] * (len(headers) - 1))
     print()
     for s in pipes:
-        print(f"# embeddings {s}: {len(results[s][1])} (bare loop {len(bare_emb)}), max |diff| {diffs[s]:.2e}")
+        print(f"# embeddings {s}: {len(embeddings[s])} (bare loop {len(bare_emb)}), max |diff| {diffs[s]:.2e}")
     print(f"# embeddings {'agree' if agree else 'DISAGREE'} (tolerance {TOLERANCE:g}).")
-    print("# overhead = (pipeline - bare) / bare. Headline: `pipeline` (beam.Create of the frames), model load EXCLUDED "
-          "on both sides (pipeline total minus RunInference's load_model_latency metric).")
+    print("# Figures are medians over the rounds; overhead = (pipeline - bare) / bare. Headline: `pipeline` "
+          "(beam.Create of the frames), model load EXCLUDED on both sides (pipeline: total minus RunInference's "
+          "load_model_latency metric, which includes building the tokenizer).")
     if "pipeline-memory" in pipes:
-        print("# pipeline-memory: the same, but frames come from a Map over indices into frames held in this process, "
-              "so the pixels are not pickled (cloudpickle + bz2) into the pipeline graph as beam.Create does.")
-    print("# 'inside run_inference' (RunInference's inference_batch_latency metric) vs the bare loop's time: "
-          "preprocessing + model, per batch; the rest of the pipeline time is Beam.")
+        print("# pipeline-memory: the same stage, but frames come from a Map over indices into frames held in this "
+              "process, so the pixels are not pickled (cloudpickle + bz2) into the pipeline graph as beam.Create does.")
+    print("# inside run_inference: RunInference's inference_batch_latency metric (preprocess + model, per batch), "
+          "to compare with the bare loop's time for the same work.")
     for s, prof_stats in profiles.items():
-        print(f"\n# {s}, cProfile, top 25 by cumulative time:")
+        print(f"\n# {s}, round 1, cProfile, top 25 by cumulative time:")
         prof_stats.sort_stats("cumulative").print_stats(25)
-        print(f"# {s}, cProfile, top 15 by own time:")
+        print(f"# {s}, round 1, cProfile, top 15 by own time:")
         prof_stats.sort_stats("tottime").print_stats(15)
-    print(f"clip pipeline overhead vs bare loop: {(stats['pipeline']['work'] - bare['work']) / bare['work'] * 100:+.1f}%")
+    print(f"# load average at the end: {load_average()}")
+    print(f"clip pipeline overhead vs bare loop: {(med['pipeline']['work'] - bare['work']) / bare['work'] * 100:+.1f}%")
     return 0 if agree else 1
 
 

@@ -28,7 +28,9 @@ import av
 import numpy as np
 from PIL import Image
 
-from bench._common import CAN_RESET_PEAK, PeakRss, add_input_args, input_videos, machine_line, median, print_table
+from bench._common import (
+    CAN_RESET_PEAK, PeakRss, add_input_args, input_videos, load_average, machine_line, median, print_table,
+)
 from models.decode import DecodeConfig, decode_keyframes
 
 
@@ -70,10 +72,12 @@ def naive_keyframes(path: str, wanted_ts: set[int], size_wh: tuple[int, int], th
 def _timed(fn):
     gc.collect()
     with PeakRss() as mem:
+        c0 = time.process_time()
         t0 = time.perf_counter()
         out = fn()
         seconds = time.perf_counter() - t0
-    return out, seconds, mem.mib
+        cpu = time.process_time() - c0
+    return out, seconds, cpu, mem.mib
 
 
 def main(argv=None) -> int:
@@ -104,21 +108,23 @@ def main(argv=None) -> int:
             h, w = probe.keyframes[0][1].shape[:2]
             ours_idx = [c.frame_index for c, _ in probe.keyframes]
             runs = {s: [] for s in sides}
+            cpus = {s: [] for s in sides}
             peaks = {s: [] for s in sides}
             naive_out = None
             for r in range(args.repeat):
                 order = sides if r % 2 == 0 else sides[::-1]
                 for side in order:
                     if side == "ours":
-                        out, sec, mib = _timed(lambda: decode_keyframes(path, config))
+                        out, sec, cpu, mib = _timed(lambda: decode_keyframes(path, config))
                         assert [c.frame_index for c, _ in out.keyframes] == ours_idx, "ours is not deterministic"
                     else:
                         tt = "AUTO" if side == "naive_auto" else None
-                        out, sec, mib = _timed(lambda: naive_keyframes(path, wanted, (w, h), tt))
+                        out, sec, cpu, mib = _timed(lambda: naive_keyframes(path, wanted, (w, h), tt))
                         if naive_out is None:
                             naive_out = out
                     del out
                     runs[side].append(sec)
+                    cpus[side].append(cpu)
                     peaks[side].append(mib)
             n_naive, picked = naive_out
             same_idx = [i for i, _ in picked] == ours_idx and n_naive == probe.frames_decoded
@@ -128,7 +134,8 @@ def main(argv=None) -> int:
             results.append(dict(
                 name=name, size=f"{probe.width}x{probe.height}", codec=probe.video_codec,
                 frames=probe.frames_decoded, keyframes=len(probe.keyframes),
-                sec={s: median(runs[s]) for s in sides}, peak={s: max(peaks[s]) for s in sides},
+                sec={s: median(runs[s]) for s in sides}, cpu={s: median(cpus[s]) for s in sides},
+                peak={s: max(peaks[s]) for s in sides},
                 same=same_idx, px=px,
             ))
             del probe, naive_out, picked
@@ -161,6 +168,10 @@ def main(argv=None) -> int:
           + ("" if CAN_RESET_PEAK else " -- growth of the process-wide peak only (no /proc/self/clear_refs)") + ".")
     print("# same idx: both decoded the same frame count and picked the same frame indices; "
           "px diff: largest per-frame mean |ours - naive| in 0..255 (swscale AREA vs PIL bicubic).")
+    cpu = {s: sum(r["cpu"][s] for r in results) for s in sides}
+    print("# CPU seconds (all threads), sum of medians: "
+          + ", ".join(f"{s} {cpu[s]:.3f}" for s in sides)
+          + f"; naive / ours {cpu['naive'] / cpu['ours']:.2f}x. Load average at the end: {load_average()}.")
     print(f"keyframe sampling speedup vs decode-all: {tot['naive'] / tot['ours']:.2f}x")
     return 1 if failed else 0
 

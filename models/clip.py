@@ -82,6 +82,12 @@ def embed_dim(model_name: str) -> int:
     return int(model_info(model_name)["embed_dim"])
 
 
+def has_patch_tokens(model_name: str) -> bool:
+    """Whether the architecture's vision tower is a ViT (patch tokens), judged from its config."""
+    vision = model_info(model_name)["vision_cfg"]
+    return "patch_size" in vision and not vision.get("timm_model_name")
+
+
 def _file_digest(path: str, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -282,6 +288,41 @@ class ClipEncoder:
         with torch.no_grad():
             out = self.model.encode_image(batch, normalize=True)
         return out.float().cpu().numpy()
+
+    def patch_grid(self) -> tuple[int, int] | None:
+        """(H, W) of the vision tower's patch tokens, or None when the tower has none (CNNs)."""
+        self._require_loaded()
+        visual = self.model.visual
+        if not hasattr(visual, "output_tokens") or getattr(visual, "proj", None) is None:
+            return None
+        grid = getattr(visual, "grid_size", None)
+        return (int(grid[0]), int(grid[1])) if grid is not None else None
+
+    def encode_images_and_patches(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Frame embeddings [N, D] and patch embeddings [N, H*W, D], both L2-normalised float32.
+
+        Patch tokens are the vision transformer's output tokens after its final LayerNorm, projected
+        into the joint space with the same projection as the pooled token, so a patch and a frame
+        live in one D-dimensional space (row-major over the H x W grid). One forward pass gives both.
+        """
+        import torch
+
+        grid = self.patch_grid()
+        if grid is None:
+            raise ValueError(f"{self.config.model_name} has no patch tokens (not a vision transformer)")
+        visual = self.model.visual
+        batch = self.preprocess_images(images).to(self.device)
+        previous = visual.output_tokens
+        visual.output_tokens = True
+        try:
+            with torch.no_grad():
+                pooled, tokens = visual(batch)
+                patches = tokens @ visual.proj
+        finally:
+            visual.output_tokens = previous
+        pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        patches = torch.nn.functional.normalize(patches, dim=-1)
+        return pooled.float().cpu().numpy(), patches.float().cpu().numpy()
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """L2-normalised text embeddings, float32 [N, D]."""

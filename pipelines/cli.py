@@ -1,6 +1,7 @@
 """`vmm` command line: one entry point, one sub-command per pipeline or tool.
 
     vmm extract --input videos.jsonl --output out/ [Beam options]
+    vmm train-codebook --input videos.jsonl --output dict/ --k 8192 --level frame
     vmm make-sample --output sample/
     vmm check-weights [--clip-model M] [--clip-pretrained P]
 """
@@ -15,6 +16,7 @@ USAGE = """usage: vmm COMMAND [ARGS]
 
 commands:
   extract         videos -> forward index (python -m pipelines.extract)
+  train-codebook  learn a visual dictionary (python -m pipelines.train_codebook)
   make-sample     generate the sample videos and manifest (python -m pipelines.make_sample)
   check-weights   say whether CLIP weights can be had here (exit 0) or not (exit 1, with why)
 """
@@ -46,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines import extract
 
         return extract.main(rest)
+    if command == "train-codebook":
+        from pipelines import train_codebook
+
+        return train_codebook.main(rest)
     if command == "make-sample":
         from pipelines import make_sample
 

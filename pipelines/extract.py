@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from models import clip as clip_models
+from models.codebook import Codebook, CodebookError
 from models.decode import DecodeConfig
 from models.keyframes import SamplingConfig
 from models.version import __version__
@@ -29,6 +30,7 @@ from transforms.assemble import AssembleConfig, AssembleRows, error_row
 from transforms.decode import DecodeVideos
 from transforms.embed import EmbedFrames
 from transforms.read_manifest import ReadManifest, resolve_input
+from transforms.tokenize import TokenizeConfig, TokenizeFrames
 from transforms.write import WriteForwardIndex
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,12 @@ class ExtractOptions(PipelineOptions):
         parser.add_argument("--analysis-fps", dest="analysis_fps", type=float, default=SamplingConfig.analysis_fps)
         parser.add_argument("--max-duration-s", dest="max_duration_s", type=float, default=None,
                             help="read at most this many seconds of each video (default: all)")
+        parser.add_argument("--codebook", default=None,
+                            help="frame-level visual dictionary directory (vmm train-codebook --level frame)")
+        parser.add_argument("--patch-codebook", dest="patch_codebook", default=None,
+                            help="patch-level visual dictionary directory (vmm train-codebook --level patch)")
+        parser.add_argument("--force-codebook", dest="force_codebook", action="store_true", default=False,
+                            help="use dictionaries trained for another CLIP model/weights (same dim only)")
         parser.add_argument("--store-frame-embeddings", dest="store_frame_embeddings", action="store_true",
                             default=False)
         parser.add_argument("--embedding-dtype", dest="embedding_dtype", default="float16",
@@ -91,6 +99,8 @@ class ExtractConfig:
     embedding_dim: int
     decode: DecodeConfig
     assemble: AssembleConfig
+    tokenize: TokenizeConfig
+    codebook_ids: tuple[tuple[str, str], ...]  # (metadata key, dictionary id)
     progress: bool
     local: bool
 
@@ -98,7 +108,11 @@ class ExtractConfig:
         return fi.file_metadata(
             clip_model=self.clip.model_name,
             clip_weights=self.clip_weights,
-            extra={"vmm.embedding_dtype": self.assemble.embedding_dtype, "vmm.embedding_dim": self.embedding_dim},
+            extra={
+                "vmm.embedding_dtype": self.assemble.embedding_dtype,
+                "vmm.embedding_dim": self.embedding_dim,
+                **dict(self.codebook_ids),
+            },
         )
 
     def schemas(self) -> dict:
@@ -147,6 +161,17 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         clock_interval_s=opts.clock_interval_s,
     )
     progress = opts.progress if opts.progress is not None else bool(workers) and sys.stderr.isatty()
+    dim = clip_models.embed_dim(opts.clip_model)
+    codebook_ids = []
+    for path, level, key in ((opts.codebook, "frame", "vmm.codebook_id"),
+                             (opts.patch_codebook, "patch", "vmm.patch_codebook_id")):
+        if path:
+            book = Codebook.load(path)
+            book.check_compatible(dim=dim, clip_model=clip.model_name, clip_weights=weights, level=level,
+                                  force=opts.force_codebook)
+            codebook_ids.append((key, book.id))
+    if opts.patch_codebook and not clip_models.has_patch_tokens(opts.clip_model):
+        raise ValueError(f"--patch-codebook needs a vision transformer; {opts.clip_model} has no patch tokens")
     return ExtractConfig(
         manifest=spec,
         manifest_files=tuple(files),
@@ -154,7 +179,7 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         clip=clip,
         clip_weights=weights,
         clip_batch_size=opts.clip_batch_size,
-        embedding_dim=clip_models.embed_dim(opts.clip_model),
+        embedding_dim=dim,
         decode=DecodeConfig(
             sampling=sampling,
             short_side=clip_models.image_size(opts.clip_model),
@@ -165,6 +190,8 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
             store_frame_embeddings=opts.store_frame_embeddings,
             passthrough_columns=tuple(spec.passthrough.names),
         ),
+        tokenize=TokenizeConfig(codebook=opts.codebook, patch_codebook=opts.patch_codebook),
+        codebook_ids=tuple(codebook_ids),
         progress=progress,
         local=bool(workers),
     )
@@ -175,11 +202,12 @@ def build_pipeline(p: beam.Pipeline, config: ExtractConfig) -> None:
     manifest = p | "ReadManifest" >> ReadManifest(config.manifest, list(config.manifest_files))
     decoded = manifest["requests"] | "DecodeVideos" >> DecodeVideos(config.decode, config.progress)
     embedded = {"frames": decoded["frames"], "videos": decoded["videos"]} | "EmbedFrames" >> EmbedFrames(
-        config.clip, batch_size=config.clip_batch_size
+        config.clip, batch_size=config.clip_batch_size, with_patches=bool(config.tokenize.patch_codebook)
     )
+    frames = embedded["frames"] | "TokenizeFrames" >> TokenizeFrames(config.tokenize)
     rows = {
         "videos": decoded["videos"],
-        "frames": embedded["frames"],
+        "frames": frames,
         "titles": embedded["titles"],
     } | "AssembleRows" >> AssembleRows(config.assemble)
     errors = (
@@ -214,7 +242,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         config = build_config(options)
         prepare_output(config.output, opts.overwrite)
-    except (ValueError, clip_models.WeightsUnavailable) as e:
+    except (ValueError, clip_models.WeightsUnavailable, CodebookError) as e:
         logger.error("%s", e)
         print(f"vmm extract: {e}", file=sys.stderr)
         return 2
@@ -231,6 +259,8 @@ def run(argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    # Beam's own INFO lines (and, in multi-processing mode, every worker's, relayed) drown vmm's.
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
     return run(sys.argv[1:] if argv is None else argv)
 
 

@@ -3,6 +3,7 @@
 VideoRequest  -- one manifest entry (read_manifest -> decode)
 KeyframeImage -- one sampled frame's pixels at the size its consumer needs (decode -> embed)
 VideoInfo     -- what decoding learnt about a video plus its keyframe metadata (decode -> assemble)
+FrameFeatures -- one keyframe's embedding and visual tokens (embed -> tokenize -> assemble)
 ErrorRecord   -- a manifest entry that produced no `videos` row (any stage -> `errors` table)
 StageError    -- a partial failure recorded on a video row (`videos.stage_errors`)
 """
@@ -67,3 +68,14 @@ class VideoInfo:
     has_audio: bool
     keyframes: tuple[KeyframeMeta, ...]
     frames_decoded: int
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FrameFeatures:
+    """One keyframe's model outputs (embed -> tokenize -> assemble)."""
+
+    frame_index: int
+    embedding: np.ndarray  # float32 [D], L2-normalised
+    patches: np.ndarray | None = None  # float32 [H*W, D], only while a patch dictionary needs them
+    token: int | None = None  # frame-level visual token (int16 range)
+    patch_tokens: np.ndarray | None = None  # int16 [H*W], row-major

@@ -5,7 +5,7 @@ These schemas are what the writer uses; readers (pyarrow, pandas, DuckDB, Polars
 Arrow types: fixed-size lists for embeddings, int16 tokens, structs for stage errors.
 
 Schema history:
-  1 -- videos, frames, errors (issue 2).
+  1 -- videos, frames (with visual tokens), errors.
 """
 
 from __future__ import annotations
@@ -92,12 +92,21 @@ def videos_schema(dim: int, dtype: str = "float16", passthrough: pa.Schema | Non
 
 
 def frames_schema(dim: int, dtype: str = "float16", store_embeddings: bool = False) -> pa.Schema:
-    """One row per keyframe. `embedding` is present only with --store-frame-embeddings."""
+    """One row per keyframe. `embedding` is present only with --store-frame-embeddings.
+
+    `token` is the id of the frame's nearest entry in the frame dictionary; `patch_tokens` the
+    H*W ids (row-major) of its patches in the patch dictionary.
+    """
     fields = [
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("frame_index", pa.int32(), nullable=False),
         pa.field("timestamp_s", pa.float64(), nullable=False),
         pa.field("reason", pa.string(), nullable=False),
+    ]
+    fields += [
+        # Null only when the run had no frame / patch dictionary (--codebook / --patch-codebook).
+        pa.field("token", pa.int16()),
+        pa.field("patch_tokens", pa.list_(pa.int16())),
     ]
     if store_embeddings:
         fields.append(pa.field("embedding", embedding_type(dim, dtype), nullable=False))

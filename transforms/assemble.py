@@ -1,6 +1,6 @@
 """AssembleRows: per-video join of decode facts, frame embeddings and title embedding → table rows.
 
-Consumes VideoInfo, (video_id, (frame_index, emb)) and (video_id, title_emb).
+Consumes VideoInfo, (video_id, FrameFeatures) and (video_id, title_emb).
 Produces `videos` rows and `frames` rows as dicts shaped by `schemas.forward_index`, and
 `errors` rows from ErrorRecords. The numeric work lives in `models.pooling`.
 """
@@ -78,28 +78,31 @@ class _AssembleFn(beam.DoFn):
         if len(infos) > 1:
             raise RuntimeError(f"video {video_id}: decoded {len(infos)} times; ids must be unique by now")
         info: VideoInfo = infos[0]
-        by_index = dict(grouped["frames"])
+        by_index = {f.frame_index: f for f in grouped["frames"]}
         missing = [k.frame_index for k in info.keyframes if k.frame_index not in by_index]
         if missing:
             raise RuntimeError(f"video {video_id}: no embedding for keyframes {missing}")
-        embs = np.stack([by_index[k.frame_index] for k in info.keyframes])
+        features = [by_index[k.frame_index] for k in info.keyframes]
+        embs = np.stack([f.embedding for f in features])
         titles = list(grouped["title"])
         yield video_row(info, embs, titles[0] if titles else None, self._config)
         self._videos.inc()
-        for meta, emb in zip(info.keyframes, embs):
+        for meta, feat in zip(info.keyframes, features):
             frame = {
                 "video_id": video_id,
                 "frame_index": meta.frame_index,
                 "timestamp_s": meta.timestamp_s,
                 "reason": meta.reason,
+                "token": feat.token,
+                "patch_tokens": feat.patch_tokens.astype(np.int16) if feat.patch_tokens is not None else None,
             }
             if self._config.store_frame_embeddings:
-                frame["embedding"] = emb.astype(self._config.embedding_dtype)
+                frame["embedding"] = feat.embedding.astype(self._config.embedding_dtype)
             yield beam.pvalue.TaggedOutput(FRAMES, frame)
 
 
 class AssembleRows(beam.PTransform):
-    """{'videos': VideoInfo, 'frames': (id, (idx, emb)), 'titles': (id, emb)} → {'videos', 'frames'} rows."""
+    """{'videos': VideoInfo, 'frames': (id, FrameFeatures), 'titles': (id, emb)} → {'videos', 'frames'} rows."""
 
     def __init__(self, config: AssembleConfig):
         super().__init__()

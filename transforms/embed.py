@@ -1,7 +1,8 @@
 """EmbedFrames: keyframes and titles → CLIP embeddings, through Beam's RunInference.
 
 Consumes KeyframeImage (uint8 frames at the model's input size) and VideoInfo (for titles).
-Produces (video_id, (frame_index, float32 [D])) per keyframe and (video_id, float32 [D]) per title.
+Produces (video_id, FrameFeatures) per keyframe -- with the patch embeddings [H*W, D] when
+`with_patches` -- and (video_id, float32 [D]) per title.
 Frames and titles share one RunInference step, so each worker process holds one copy of the model.
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
 from models.clip import ClipConfig, ClipEncoder
-from schemas.elements import KeyframeImage, VideoInfo
+from schemas.elements import FrameFeatures, VideoInfo
 
 logger = logging.getLogger(__name__)
 
@@ -24,12 +25,16 @@ _FRAME, _TITLE = "frame", "title"
 
 
 class ClipModelHandler(ModelHandler[Any, np.ndarray, ClipEncoder]):
-    """Batches of frames (uint8 arrays) and/or titles (str) → L2-normalised float32 embeddings."""
+    """Batches of frames (uint8 arrays) and/or titles (str) → L2-normalised float32 embeddings.
+
+    With `with_patches`, a frame's inference is (embedding [D], patch embeddings [H*W, D]).
+    """
 
     def __init__(self, config: ClipConfig, *, min_batch_size: int = 1, max_batch_size: int = 32,
-                 large_model: bool = False):
+                 large_model: bool = False, with_patches: bool = False):
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size, large_model=large_model)
         self._config = config
+        self._with_patches = with_patches
 
     def load_model(self) -> ClipEncoder:
         return ClipEncoder(self._config).load()
@@ -41,8 +46,14 @@ class ClipModelHandler(ModelHandler[Any, np.ndarray, ClipEncoder]):
         if len(image_pos) + len(text_pos) != len(batch):
             raise TypeError("ClipModelHandler takes uint8 frames (numpy arrays) and titles (str) only")
         if image_pos:
-            for i, emb in zip(image_pos, model.encode_images([batch[i] for i in image_pos])):
-                out[i] = emb
+            images = [batch[i] for i in image_pos]
+            if self._with_patches:
+                embs, patches = model.encode_images_and_patches(images)
+                for i, emb, patch in zip(image_pos, embs, patches):
+                    out[i] = (emb, patch)
+            else:
+                for i, emb in zip(image_pos, model.encode_images(images)):
+                    out[i] = emb
         if text_pos:
             for i, emb in zip(text_pos, model.encode_texts([batch[i] for i in text_pos])):
                 out[i] = emb
@@ -64,20 +75,23 @@ def _title_input(info: VideoInfo):
 
 def _route(keyed_result, tag_titles: str):
     (kind, video_id, frame_index), result = keyed_result
-    emb = np.asarray(result.inference, dtype=np.float32)
     if kind == _TITLE:
-        yield beam.pvalue.TaggedOutput(tag_titles, (video_id, emb))
+        yield beam.pvalue.TaggedOutput(tag_titles, (video_id, np.asarray(result.inference, np.float32)))
+    elif isinstance(result.inference, tuple):
+        emb, patches = result.inference
+        yield video_id, FrameFeatures(frame_index, np.asarray(emb, np.float32), np.asarray(patches, np.float32))
     else:
-        yield video_id, (frame_index, emb)
+        yield video_id, FrameFeatures(frame_index, np.asarray(result.inference, np.float32))
 
 
 class EmbedFrames(beam.PTransform):
-    """{'frames': KeyframeImage, 'videos': VideoInfo} → {'frames': (id, (idx, emb)), 'titles': (id, emb)}."""
+    """{'frames': KeyframeImage, 'videos': VideoInfo} → {'frames': (id, FrameFeatures), 'titles': (id, emb)}."""
 
-    def __init__(self, config: ClipConfig, batch_size: int = 32, large_model: bool = False):
+    def __init__(self, config: ClipConfig, batch_size: int = 32, large_model: bool = False,
+                 with_patches: bool = False):
         super().__init__()
         self._handler = KeyedModelHandler(
-            ClipModelHandler(config, max_batch_size=batch_size, large_model=large_model)
+            ClipModelHandler(config, max_batch_size=batch_size, large_model=large_model, with_patches=with_patches)
         )
 
     def expand(self, inputs):
