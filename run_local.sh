@@ -39,13 +39,24 @@ if ! has_flag --input; then
   fi
   args+=(--input "$SAMPLE/manifest.jsonl")
   has_flag --output || args+=(--output out/sample --overwrite)
+  model_args=()
   if ! has_flag --clip-pretrained; then
     # The quickstart must work offline: use the default weights when they can be had, else say why.
     if ! why=$("$VENV/bin/vmm" check-weights 2>/dev/null); then
       echo "run_local.sh: default CLIP weights unavailable -> running the sample with --clip-pretrained none" >&2
       echo "run_local.sh: ($why)" >&2
-      args+=(--clip-pretrained none)
+      model_args+=(--clip-pretrained none)
     fi
+  fi
+  args+=("${model_args[@]}")
+  # Small visual dictionaries learnt from the sample itself, so the quickstart output has tokens.
+  # (The sample has ~11 keyframes: far fewer vectors per entry than a real dictionary wants.)
+  if ! has_flag --codebook; then
+    "$VENV/bin/vmm" train-codebook --input "$SAMPLE/manifest.jsonl" --output .vmm/dict_frame \
+      --k 4 --min-points-per-centroid 2 "${model_args[@]}" --no-progress
+    "$VENV/bin/vmm" train-codebook --input "$SAMPLE/manifest.jsonl" --output .vmm/dict_patch \
+      --k 64 --level patch --min-points-per-centroid 8 "${model_args[@]}" --no-progress
+    args+=(--codebook .vmm/dict_frame --patch-codebook .vmm/dict_patch)
   fi
 fi
 

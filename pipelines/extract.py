@@ -102,7 +102,6 @@ class ExtractConfig:
     tokenize: TokenizeConfig
     codebook_ids: tuple[tuple[str, str], ...]  # (metadata key, dictionary id)
     progress: bool
-    local: bool
 
     def file_metadata(self) -> dict[str, str]:
         return fi.file_metadata(
@@ -193,7 +192,6 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         tokenize=TokenizeConfig(codebook=opts.codebook, patch_codebook=opts.patch_codebook),
         codebook_ids=tuple(codebook_ids),
         progress=progress,
-        local=bool(workers),
     )
 
 
@@ -257,10 +255,14 @@ def run(argv: list[str] | None = None) -> int:
     return 0 if summary["accounting_ok"] else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     # Beam's own INFO lines (and, in multi-processing mode, every worker's, relayed) drown vmm's.
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
     return run(sys.argv[1:] if argv is None else argv)
 
 

@@ -29,7 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import clip as clip_models
 from models.codebook import MAX_K, CodebookError, train_codebook
-from pipelines.extract import ExtractOptions, build_config
+from pipelines.extract import ExtractOptions, build_config, setup_logging
 from transforms.decode import DecodeVideos
 from transforms.embed import EmbedFrames
 from transforms.read_manifest import ReadManifest
@@ -176,8 +176,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    setup_logging()
     return run(sys.argv[1:] if argv is None else argv)
 
 

@@ -1,7 +1,7 @@
 """Element types that travel between pipeline stages (plain dataclasses, picklable).
 
 VideoRequest  -- one manifest entry (read_manifest -> decode)
-KeyframeImage -- one sampled frame's pixels at the size its consumer needs (decode -> embed)
+VideoFrames   -- one video's keyframe pixels at the size their consumer needs (decode -> embed)
 VideoInfo     -- what decoding learnt about a video plus its keyframe metadata (decode -> assemble)
 FrameFeatures -- one keyframe's embedding and visual tokens (embed -> tokenize -> assemble)
 ErrorRecord   -- a manifest entry that produced no `videos` row (any stage -> `errors` table)
@@ -51,10 +51,13 @@ class KeyframeMeta:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class KeyframeImage:
+class VideoFrames:
+    """All keyframes of one video, embedded together: one model call per video keeps each
+    embedding independent of which other videos happened to share a batch (deterministic rows)."""
+
     video_id: str
-    frame_index: int
-    image: np.ndarray  # uint8 [H, W, 3] RGB, already small (shortest side = model input size)
+    frame_indices: tuple[int, ...]
+    images: tuple[np.ndarray, ...]  # uint8 [H, W, 3] RGB, already small (shortest side = model input size)
 
 
 @dataclasses.dataclass(frozen=True)

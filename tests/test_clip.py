@@ -104,18 +104,26 @@ def test_device_selection():
 
 
 def test_model_handler_mixed_batch(tiny_checkpoint):
+    from schemas.elements import VideoFrames
+
     handler = ClipModelHandler(clip.ClipConfig(TINY_MODEL, tiny_checkpoint), max_batch_size=8)
     model = handler.load_model()
     images = _frames(3, seed=9)
-    batch = [images[0], "a title", images[1], images[2]]
+    video = VideoFrames("v", (0, 7, 9), tuple(images))
+    batch = [video, "a title", VideoFrames("w", (4,), (images[1],))]
     results = list(handler.run_inference(batch, model))
-    assert len(results) == 4
-    np.testing.assert_allclose(
-        np.stack([results[i].inference for i in (0, 2, 3)]), model.encode_images(images), atol=1e-5
-    )
+    assert len(results) == 3
+    embs, patches = results[0].inference
+    assert results[0].example == (0, 7, 9) and patches is None
+    np.testing.assert_array_equal(embs, model.encode_images(images))  # one call per video: exact
     np.testing.assert_allclose(results[1].inference, model.encode_texts(["a title"])[0], atol=1e-5)
-    assert results[1].example == "a title" and results[0].example is None
-    assert handler.get_num_bytes(batch) == sum(i.nbytes for i in images) + len("a title")
+    assert results[1].example == "a title"
+    np.testing.assert_allclose(results[2].inference[0][0], embs[1], atol=1e-5)
+    assert handler.get_num_bytes(batch) == sum(i.nbytes for i in images) + len("a title") + images[1].nbytes
     assert handler.batch_elements_kwargs()["max_batch_size"] == 8
     with pytest.raises(TypeError):
         list(handler.run_inference([42], model))
+    patch_handler = ClipModelHandler(clip.ClipConfig(TINY_MODEL, tiny_checkpoint), with_patches=True)
+    embs_p, patches_p = list(patch_handler.run_inference([video], model))[0].inference
+    np.testing.assert_array_equal(embs_p, embs)
+    assert patches_p.shape == (3, 16, 64)

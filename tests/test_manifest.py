@@ -459,7 +459,9 @@ def test_inferred_passthrough_fits_videos_schema():
 
 def test_frames_schema():
     plain = frames_schema(512)
-    assert plain.names == ["video_id", "frame_index", "timestamp_s", "reason"]
+    assert plain.names == ["video_id", "frame_index", "timestamp_s", "reason", "token", "patch_tokens"]
+    assert plain.field("token").type == pa.int16() and plain.field("token").nullable
+    assert plain.field("patch_tokens").type == pa.list_(pa.int16())
     assert plain.field("frame_index").type == pa.int32()
     with_emb = frames_schema(512, "float32", store_embeddings=True)
     assert with_emb.names == plain.names + ["embedding"]
@@ -520,6 +522,8 @@ def test_frames_round_trip_with_float16_embeddings(tmp_path):
             pa.array([0, 40, 0], pa.int32()),
             pa.array([0.0, 1.6, 0.0]),
             pa.array(["first", "scene", "first"]),
+            pa.array([3, 3, 17], pa.int16()),
+            pa.array([[1, 2], None, [0, 5]], pa.list_(pa.int16())),
             emb,
         ],
         schema=schema,

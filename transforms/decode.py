@@ -1,4 +1,4 @@
-"""DecodeVideos: VideoRequest → VideoInfo + KeyframeImage per keyframe, or an ErrorRecord.
+"""DecodeVideos: VideoRequest → VideoInfo + VideoFrames (its keyframes' pixels), or an ErrorRecord.
 
 Each video is decoded once (models.decode); its keyframes leave as small uint8 frames, already at
 the embedder's input size. A video that cannot be decoded becomes one `errors` row; nothing is
@@ -15,7 +15,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from models.decode import DecodeConfig, DecodeError, decode_keyframes
-from schemas.elements import ErrorRecord, KeyframeImage, KeyframeMeta, VideoInfo, VideoRequest
+from schemas.elements import ErrorRecord, KeyframeMeta, VideoFrames, VideoInfo, VideoRequest
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +95,14 @@ class _DecodeFn(beam.DoFn):
             keyframes=metas,
             frames_decoded=decoded.frames_decoded,
         )
-        for candidate, image in decoded.keyframes:
-            yield beam.pvalue.TaggedOutput(FRAMES, KeyframeImage(request.video_id, candidate.frame_index, image))
+        yield beam.pvalue.TaggedOutput(
+            FRAMES,
+            VideoFrames(request.video_id, tuple(m.frame_index for m in metas), tuple(img for _, img in decoded.keyframes)),
+        )
 
 
 class DecodeVideos(beam.PTransform):
-    """VideoRequest → {'videos': VideoInfo, 'frames': KeyframeImage, 'errors': ErrorRecord}."""
+    """VideoRequest → {'videos': VideoInfo, 'frames': VideoFrames, 'errors': ErrorRecord}."""
 
     def __init__(self, config: DecodeConfig, progress: bool = False):
         super().__init__()
@@ -111,6 +113,6 @@ class DecodeVideos(beam.PTransform):
         out = requests | "Decode" >> beam.ParDo(_DecodeFn(self._config, self._progress)).with_outputs(
             FRAMES, ERRORS, main="videos"
         )
-        # One video fans out into many frames: break fusion so embedding spreads over workers.
+        # Break fusion after decoding so embedding spreads over workers independently of decode.
         frames = out[FRAMES] | "SpreadFrames" >> beam.Reshuffle()
         return {"videos": out.videos, "frames": frames, "errors": out[ERRORS]}
