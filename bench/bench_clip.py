@@ -270,7 +270,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.copies < 1 or args.batch_size < 1:
         parser.error("--repeat, --copies and --batch-size must be >= 1")
-    logging.basicConfig(level=logging.ERROR)  # random-weights warnings would repeat every round
+    # open_clip's and Beam's warnings (random weights, no resource module) would repeat every round.
+    logging.getLogger().setLevel(logging.ERROR)
 
     import torch
 
@@ -278,6 +279,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.torch_threads)
     clip_config = clip_models.ClipConfig(args.clip_model, args.clip_pretrained, "cpu", args.torch_threads)
     clip_models.check_weights(clip_config)
+    if clip_config.is_random:
+        print("# note: random weights (--clip-pretrained none): same speed as real weights, meaningless embeddings")
     short_side = clip_models.image_size(args.clip_model)
 
     with input_videos(args) as videos:
@@ -333,9 +336,11 @@ def main(argv=None) -> int:
     def row(label, key, fmt="{:.3f}", ratio=False, sides=None):
         r = [label, fmt.format(bare[key]) if sides is None or "bare" in sides else ""]
         for s in others:
-            show = sides is None or s in sides
+            if sides is not None and s not in sides:
+                r += ["", ""]
+                continue
             v = med[s][key]
-            r += [fmt.format(v) if show else "", f"{(v - bare[key]) / bare[key]:+.1%}" if ratio and show else ""]
+            r += [fmt.format(v), f"{(v - bare[key]) / bare[key]:+.1%}" if ratio else ""]
         rows.append(r)
 
     pipes = [s for s in others if s.startswith("pipeline")]
