@@ -262,8 +262,7 @@ class ClipEncoder:
 
     @property
     def dim(self) -> int:
-        return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") \
-            and self.model.text_projection is not None else embed_dim(self.config.model_name)
+        return embed_dim(self.config.model_name)
 
     def _require_loaded(self):
         if self.model is None:

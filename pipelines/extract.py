@@ -24,6 +24,7 @@ from models.codebook import Codebook, CodebookError
 from models.decode import DecodeConfig
 from models.keyframes import SamplingConfig
 from models.version import __version__
+from pipelines.summary import format_summary, summarize, table_files, write_summary
 from schemas import forward_index as fi
 from schemas.manifest import ManifestSpec
 from transforms.assemble import AssembleConfig, AssembleRows, error_row
@@ -221,7 +222,7 @@ def build_pipeline(p: beam.Pipeline, config: ExtractConfig) -> None:
 def prepare_output(output: str, overwrite: bool) -> None:
     """Refuses to mix a new run's shards with an old run's, unless --overwrite."""
     for table in fi.TABLES:
-        existing = FileSystems.match([FileSystems.join(output, table, "*.parquet")])[0].metadata_list
+        existing = table_files(output, table)
         if not existing:
             continue
         if not overwrite:
@@ -229,12 +230,10 @@ def prepare_output(output: str, overwrite: bool) -> None:
                 f"{output} already holds a forward index ({table}/ has {len(existing)} files): "
                 "pass --overwrite to replace it, or choose another --output"
             )
-        FileSystems.delete([m.path for m in existing])
+        FileSystems.delete(existing)
 
 
 def run(argv: list[str] | None = None) -> int:
-    from pipelines.summary import summarize, write_summary, format_summary
-
     options = PipelineOptions(argv)
     opts = options.view_as(ExtractOptions)
     try:

@@ -120,9 +120,10 @@ class _ReadManifestFileFn(beam.DoFn):
                     # Empty CSV cells are missing values, not empty strings.
                     yield reader.line_num, {k: (v if v != "" else None) for k, v in record.items() if k is not None}
                 return
+            name = posixpath.basename(path)
             for line_no, line in enumerate(text, start=1):
                 if line.strip():
-                    yield line_no, parse_jsonl_line(line, f"{posixpath.basename(path)}:{line_no}")
+                    yield line_no, parse_jsonl_line(line, f"{name}:{line_no}")
 
 
 def _file_to_request(metadata) -> VideoRequest:

@@ -8,8 +8,6 @@ a temporary name and rename it when the bundle commits, so readers never see hal
 
 from __future__ import annotations
 
-import posixpath
-
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
@@ -19,7 +17,7 @@ SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
 
 
 def table_prefix(output: str, table: str) -> str:
-    return FileSystems.join(output, table, "part") if "://" in output else posixpath.join(output, table, "part")
+    return FileSystems.join(output, table, "part")
 
 
 class WriteForwardIndex(beam.PTransform):
