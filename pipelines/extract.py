@@ -255,9 +255,11 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    # Beam's own INFO lines (and, in multi-processing mode, every worker's, relayed) drown vmm's.
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    # vmm's own INFO lines only: Beam's (and, in multi-processing mode, every worker's, relayed) and
+    # open_clip's, which logs through the root logger, would drown them.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for package in ("pipelines", "transforms", "models", "schemas", "__main__"):
+        logging.getLogger(package).setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
