@@ -1,0 +1,436 @@
+"""Tests for models/ocr_domains.py (OCR domain rules and subtitle de-duplication) on synthetic tracks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from models.ocr_domains import (
+    DomainConfig,
+    FrameText,
+    VideoText,
+    classify_video,
+    dedupe_lines,
+    digit_skeleton,
+    edit_distance,
+    find_overlay_tracks,
+    is_clock_like,
+    is_garbage,
+    is_noise,
+    is_subtitle_position,
+    line_center,
+    line_height,
+    normalize_text,
+    overlay_min_count,
+    reading_order,
+    same_text,
+)
+
+W, H = 1280, 720
+CFG = DomainConfig()
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+    """Stand-in for models.ocr.OcrLine: any object with .text, .score and .box will do."""
+
+    text: str
+    score: float
+    box: np.ndarray
+
+
+def box(cx, cy, w, h):
+    """Axis-aligned box as four corners clockwise from top-left, float32 [8]."""
+    x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    return np.array([x0, y0, x1, y0, x1, y1, x0, y1], dtype=np.float32)
+
+
+def line(text, cx, cy, h=36, score=0.95, w=None):
+    return Line(text, score, box(cx, cy, w if w is not None else 18 * len(text), h))
+
+
+def logo(score=0.95):
+    return line("VMM TV", 1150, 50, h=30, score=score)
+
+
+def sub(text, cy=640, score=0.95):
+    return line(text, 640, cy, score=score)
+
+
+def video(frame_lines):
+    return [FrameText(i, float(i), tuple(lines)) for i, lines in enumerate(frame_lines)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+
+
+def test_normalize_text_collapses_whitespace_and_keeps_case():
+    assert normalize_text("  Hello \t  World\n") == "Hello World"
+    assert normalize_text("你好\u3000世界") == "你好 世界"
+    assert normalize_text("   ") == ""
+
+
+def _reference_distance(a, b):
+    """Full-table Levenshtein with the digit rule, written independently of the module's band."""
+    big = 10**6
+
+    def edit(c):
+        return big if c.isdecimal() else 1
+
+    def sub_cost(x, y):
+        return 0 if x == y else (big if x.isdecimal() and y.isdecimal() else 1)
+
+    d = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        d[i][0] = d[i - 1][0] + edit(a[i - 1])
+    for j in range(1, len(b) + 1):
+        d[0][j] = d[0][j - 1] + edit(b[j - 1])
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(
+                d[i - 1][j - 1] + sub_cost(a[i - 1], b[j - 1]),
+                d[i - 1][j] + edit(a[i - 1]),
+                d[i][j - 1] + edit(b[j - 1]),
+            )
+    return d[len(a)][len(b)]
+
+
+def test_edit_distance_matches_full_table_reference():
+    rng = random.Random(0)
+    alphabet = "ab1l0O "
+    checked_close = 0
+    for _ in range(3000):
+        a = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 7)))
+        b = list(a)
+        for _ in range(rng.randint(0, 3)):  # a few random edits, so many pairs are close
+            op = rng.randint(0, 2)
+            if op == 0 and b:
+                b[rng.randrange(len(b))] = rng.choice(alphabet)
+            elif op == 1:
+                b.insert(rng.randint(0, len(b)), rng.choice(alphabet))
+            elif b:
+                del b[rng.randrange(len(b))]
+        b = "".join(b)
+        for limit in (0, 1, 2):
+            want = min(_reference_distance(a, b), limit + 1)
+            assert edit_distance(a, b, limit) == want, (a, b, limit)
+            checked_close += want <= limit and a != b
+    assert checked_close > 500  # the comparison exercised real near-misses, not just far pairs
+
+
+def test_edit_distance_digit_rule():
+    assert edit_distance("Hello world", "Hel1o world", 1) == 1  # letter read as digit: a wobble
+    assert edit_distance("kitten", "sitting", 5) == 3
+    assert edit_distance("Chapter 1", "Chapter 2", 1) == 2  # digit for digit: never a wobble
+    assert edit_distance("Top 10", "Top 100", 1) == 2  # dropped digit: never a wobble
+    with pytest.raises(ValueError):
+        edit_distance("a", "b", -1)
+
+
+def test_same_text():
+    assert same_text("Hello world", "Hel1o world")
+    assert same_text("Hello  world ", "Hello world")
+    assert not same_text("Hello world", "Hel1o wor1d")  # two edits
+    assert not same_text("cat", "cut")  # short lines must match exactly
+    assert same_text("cat", " cat")
+    assert not same_text("Chapter 1", "Chapter 2")
+    assert not same_text("hello world", "Hello world", DomainConfig(max_edits=0))
+
+
+def test_is_garbage():
+    for text in ("~~", "|", "", "   ", "a~~~~~", "-- . --", "・"):
+        assert is_garbage(text), text
+    for text in ("VMM TV", "$9.99", "00:00:01:05", "你好", "好", "A", "Hello, world!"):
+        assert not is_garbage(text), text
+
+
+def test_is_clock_like_and_skeleton():
+    for text in ("00:00:01:05", "12:03", "LIVE 12:03", "3 - 2", "１２:３４"):
+        assert is_clock_like(text), text
+    for text in ("Chapter 1", "In 1999 we left", "VMM TV", "7", "Episode 12 begins"):
+        assert not is_clock_like(text), text
+    assert digit_skeleton("00:00:01:05") == digit_skeleton("00:10:59:24") == "#:#:#:#"
+    assert digit_skeleton(" LIVE  9:59") == digit_skeleton("LIVE 10:00") == "LIVE #:#"
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry and noise
+
+
+def test_line_center_and_height():
+    b = box(100, 200, 80, 20)
+    assert line_center(b) == (100.0, 200.0)
+    assert line_height(b) == pytest.approx(20.0)
+    # A vertical CJK line: tall and thin, its characters are as wide as the box.
+    assert line_height(box(100, 200, 24, 300)) == pytest.approx(24.0)
+    # A tilted line: the rotated box keeps its character height.
+    angle = np.deg2rad(30)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    tilted = (b.reshape(4, 2) - [100, 200]) @ rot.T + [100, 200]
+    assert line_height(tilted.ravel()) == pytest.approx(20.0, rel=1e-5)
+    assert line_center(tilted.ravel()) == pytest.approx((100.0, 200.0))
+    with pytest.raises(ValueError):
+        line_center(np.zeros(6))
+
+
+def test_is_noise():
+    assert not is_noise(line("Hello world", 640, 360), W, H, CFG)
+    assert is_noise(line("Hello world", 640, 360, score=0.3), W, H, CFG)  # low confidence
+    assert is_noise(line("Hello world", 640, 360, h=6), W, H, CFG)  # under min_height_px
+    assert is_noise(line("Hello world", 640, 360, h=12), W, H, CFG)  # under 2% of 720
+    assert not is_noise(line("Hello world", 640, 360, h=12), W, 400, CFG)  # 3% of 400: readable
+    assert is_noise(line("~~", 640, 360), W, H, CFG)
+    assert is_noise(line("|", 640, 360), W, H, CFG)
+    assert not is_noise(line("好", 640, 360), W, H, CFG)
+
+
+def test_is_subtitle_position():
+    assert is_subtitle_position(box(640, 640, 400, 36), W, H, CFG)
+    assert is_subtitle_position(box(640 + 0.17 * W, 460, 200, 36), W, H, CFG)  # edge of the band
+    assert not is_subtitle_position(box(640, 400, 400, 36), W, H, CFG)  # mid-frame
+    assert not is_subtitle_position(box(1150, 680, 200, 30), W, H, CFG)  # lower right corner
+    assert not is_subtitle_position(box(640, 50, 400, 36), W, H, CFG)  # top centre
+
+
+def test_reading_order_top_to_bottom_then_left_to_right():
+    bottom, top = box(640, 660, 400, 36), box(640, 600, 400, 36)
+    assert reading_order([bottom, top]) == [1, 0]
+    # One row split in two boxes whose centres differ by a few pixels: left first, not upper first.
+    right, left = box(800, 640, 200, 36), box(480, 645, 200, 36)
+    assert reading_order([right, left, bottom]) == [1, 0, 2]
+    assert reading_order([]) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# De-duplication
+
+
+def test_dedupe_lines_consecutive_wobble_and_reappearance():
+    entries = [
+        (0.0, "Hello world", 0.90),
+        (1.0, "Hello world", 0.90),  # held over a second frame
+        (2.0, "Hel1o world", 0.70),  # one-character wobble
+        (3.0, "Goodbye now", 0.90),
+        (4.0, "Hello  world", 0.90),  # reappears later
+        (5.0, "The end", 0.90),
+    ]
+    assert dedupe_lines(entries) == ["Hello world", "Goodbye now", "The end"]
+
+
+def test_dedupe_lines_representative_is_highest_score_then_earliest():
+    assert dedupe_lines([(0.0, "Hel1o world", 0.7), (1.0, "Hello world", 0.9)]) == ["Hello world"]
+    assert dedupe_lines([(0.0, "Hel1o world", 0.9), (1.0, "Hello world", 0.7)]) == ["Hel1o world"]
+    assert dedupe_lines([(0.0, "Hel1o world", 0.8), (1.0, "Hello world", 0.8)]) == ["Hel1o world"]
+
+
+def test_dedupe_lines_orders_by_timestamp_keeping_ties_in_given_order():
+    entries = [(2.0, "Third line", 0.9), (1.0, "Upper line", 0.9), (1.0, "Lower line", 0.9)]
+    assert dedupe_lines(entries) == ["Upper line", "Lower line", "Third line"]
+    assert dedupe_lines([]) == []
+    assert dedupe_lines([(0.0, "   ", 0.9)]) == []
+
+
+def test_dedupe_lines_keeps_numbered_lines_apart():
+    entries = [(float(i), f"Chapter {i}", 0.9) for i in range(1, 4)]
+    assert dedupe_lines(entries) == ["Chapter 1", "Chapter 2", "Chapter 3"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Overlay tracks
+
+
+def timecode(i):
+    return line(f"00:00:{i:02d}:{(i * 7) % 25:02d}", 110, 40, h=28, score=0.95)
+
+
+def test_overlay_min_count():
+    assert overlay_min_count(1) == 3
+    assert overlay_min_count(4) == 3
+    assert overlay_min_count(10) == 5
+    assert overlay_min_count(11) == 6
+
+
+def test_find_overlay_tracks_logo_and_timecode():
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    frames = video([[logo(), timecode(i), sub(f"Say {w} now")] for i, w in enumerate(words)])
+    tracks = find_overlay_tracks(frames, W, H, CFG)
+    assert [(t.kind, t.text) for t in tracks] == [("text", "VMM TV"), ("clock", "00:00:00:00")]
+    assert tracks[0].members == tuple((f, 0) for f in range(8))
+    assert tracks[1].members == tuple((f, 1) for f in range(8))
+
+
+@pytest.mark.parametrize("present, is_overlay", [(4, False), (5, True)])
+def test_overlay_needs_most_frames(present, is_overlay):
+    frames = video([[logo()] if i < present else [] for i in range(10)])
+    result = classify_video(frames, W, H)
+    want = "overlay" if is_overlay else "scene"
+    assert [d for ds in result.domains for d in ds] == [want] * present
+    assert result.overlay_texts == (["VMM TV"] if is_overlay else [])
+    assert result.scene_texts == ([] if is_overlay else ["VMM TV"])
+
+
+def test_moving_text_is_not_overlay():
+    frames = video([[line("VMM TV", 200 + 100 * i, 300, h=30)] for i in range(8)])
+    result = classify_video(frames, W, H)
+    assert result.domains == [["scene"]] * 8
+    assert result.overlay_texts == []
+    assert result.scene_texts == ["VMM TV"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole video
+
+
+def _scenario():
+    """10 frames of 1280x720: a logo and a timecode on every frame, subtitles, a sign, and noise."""
+    subs = {
+        0: [sub("Hello world")],
+        1: [sub("Hello world")],
+        2: [sub("Hel1o world", score=0.7)],
+        3: [sub("This is a test")],
+        4: [sub("This is a test")],
+        5: [sub("Another line")],
+        6: [],
+        7: [sub("Hello world")],
+        8: [sub("Bottom line here", cy=660), sub("Top line here", cy=600)],
+        9: [sub("The end")],
+    }
+    extra = {
+        3: [line("OPEN 24H", 640, 300, h=40)],
+        4: [line("0PEN 24H", 650, 305, h=40, score=0.8)],
+        5: [line("blurry words", 300, 400, score=0.3)],
+        6: [line("tiny print", 300, 400, h=6)],
+        7: [line("~~", 300, 400), line("|", 900, 400)],
+    }
+    return video([[logo(), timecode(i)] + subs[i] + extra.get(i, []) for i in range(10)])
+
+
+def test_classify_video_scenario():
+    result = classify_video(_scenario(), W, H)
+    assert isinstance(result, VideoText)
+    fixed = ["overlay", "overlay"]
+    assert result.domains == [
+        fixed + ["subtitle"],
+        fixed + ["subtitle"],
+        fixed + ["subtitle"],
+        fixed + ["subtitle", "scene"],
+        fixed + ["subtitle", "scene"],
+        fixed + ["subtitle", "noise"],
+        fixed + ["noise"],
+        fixed + ["subtitle", "noise", "noise"],
+        fixed + ["subtitle", "subtitle"],
+        fixed + ["subtitle"],
+    ]
+    assert result.subtitle_lines == [
+        "Hello world",
+        "This is a test",
+        "Another line",
+        "Top line here",
+        "Bottom line here",
+        "The end",
+    ]
+    assert result.overlay_texts == ["VMM TV", "00:00:00:00"]
+    assert result.scene_texts == ["OPEN 24H"]
+
+
+def test_constant_lower_centre_line_is_overlay_not_subtitle():
+    slogan = "Subscribe for more"
+    texts = ["First we cook", "Then we eat", "Then we sleep", "And again", "Last words", "Bye"]
+    frames = video([[sub(t, cy=600), sub(slogan, cy=680)] for t in texts])
+    result = classify_video(frames, W, H)
+    assert result.domains == [["subtitle", "overlay"]] * len(texts)
+    assert result.overlay_texts == [slogan]
+    assert result.subtitle_lines == texts
+    assert result.scene_texts == []
+
+
+def test_numbered_subtitles_are_not_swallowed_by_clock_or_fuzzy_rules():
+    texts = [f"Chapter {i}" for i in range(1, 9)]
+    frames = video([[logo(), sub(t)] for t in texts])
+    result = classify_video(frames, W, H)
+    assert result.domains == [["overlay", "subtitle"]] * len(texts)
+    assert result.subtitle_lines == texts
+    assert result.overlay_texts == ["VMM TV"]
+
+
+def test_single_frame_video_has_no_overlay():
+    frames = video([[logo(), timecode(0), sub("Only line"), line("EXIT", 640, 300)]])
+    result = classify_video(frames, W, H)
+    assert result.domains == [["scene", "scene", "subtitle", "scene"]]
+    assert result.overlay_texts == []
+    assert result.subtitle_lines == ["Only line"]
+    assert result.scene_texts == ["VMM TV", "00:00:00:00", "EXIT"]
+
+
+def test_empty_inputs():
+    assert classify_video([], W, H) == VideoText([], [], [], [])
+    result = classify_video(video([[], [], []]), W, H)
+    assert result == VideoText([[], [], []], [], [], [])
+    assert find_overlay_tracks([], W, H) == []
+    with pytest.raises(ValueError):
+        classify_video([], 0, H)
+
+
+def _repeats_scenario():
+    """Identical text on many lines: a tiled watermark, a repeated sign, duplicated subtitle boxes."""
+    tiles = [(200, 120), (1080, 120), (200, 420), (1080, 420)]
+    frames = []
+    for i in range(8):
+        lines = [line("vmm.tv", x, y, h=24) for x, y in tiles]
+        if i in (2, 3):
+            lines += [line("SALE", 300 + 120 * k, 300, h=40) for k in range(6)]
+        # "Same words" on 3 of 8 frames: a subtitle, not a constant line.
+        text = ["Same words", "Same words", "Other words", "Third line", "Same words", "Fourth one",
+                "Fifth text", "Last"][i]
+        lines += [sub(text), sub(text, cy=642)]
+        frames.append(lines)
+    return video(frames)
+
+
+def test_identical_text_on_many_lines():
+    result = classify_video(_repeats_scenario(), W, H)
+    assert result.overlay_texts == ["vmm.tv"]
+    assert result.scene_texts == ["SALE"]
+    assert result.subtitle_lines == ["Same words", "Other words", "Third line", "Fourth one",
+                                     "Fifth text", "Last"]
+    assert all(ds[:4] == ["overlay"] * 4 for ds in result.domains)
+    assert result.domains[2][4:10] == ["scene"] * 6
+
+
+def test_deterministic_within_and_across_processes():
+    first = classify_video(_repeats_scenario(), W, H)
+    assert classify_video(_repeats_scenario(), W, H) == first
+    assert classify_video(_scenario(), W, H) == classify_video(_scenario(), W, H)
+    # str hashing is randomised per process: the output must not depend on it.
+    code = (
+        "import json, sys; sys.path.insert(0, 'tests'); "
+        "import test_ocr_domains as t; from models.ocr_domains import classify_video; "
+        "r = [classify_video(s(), t.W, t.H) for s in (t._repeats_scenario, t._scenario)]; "
+        "print(json.dumps([[x.domains, x.subtitle_lines, x.overlay_texts, x.scene_texts] for x in r]))"
+    )
+    outputs = []
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True,
+                             capture_output=True, text=True).stdout
+        outputs.append(json.loads(out))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][0][2] == ["vmm.tv"] and outputs[0][1][1][0] == "Hello world"
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        DomainConfig(min_score=1.5)
+    with pytest.raises(ValueError):
+        DomainConfig(overlay_min_frames=0)
+    with pytest.raises(ValueError):
+        DomainConfig(position_tol=-0.1)
