@@ -1,12 +1,14 @@
-"""Decode one video with PyAV and keep only its keyframes, small. No Beam.
+"""Decode one video with PyAV, once, and keep only what the models need. No Beam.
 
 Consumes a local path or a binary file object (what Beam's FileSystems.open returns).
-Produces a `DecodedVideo`: stream facts (duration, fps, display size, codec, audio) and the chosen
-keyframes as uint8 RGB arrays whose shorter side is `short_side` (the CLIP input size).
+Produces a `DecodedVideo`: stream facts (duration, fps, display size, codec, audio), the chosen
+keyframes as uint8 RGB arrays whose shorter side is `short_side` (the CLIP input size), the frames
+OCR reads at a bounded text resolution (`models.textframes` decides which), and the audio track as
+16 kHz mono float32 for ASR -- all from a single pass over the file's packets.
 
 Memory stays bounded whatever the video's length: frames are resized in the decoder (swscale) the
-moment they are kept, thumbnails for cut detection are 64x36, and the candidate buffer is thinned
-to `2 * max_frames` as it grows, so a video never holds more than that many small frames.
+moment they are kept, thumbnails for cut and text detection are 64x36 and 320x180, the candidate
+buffers are thinned as they grow, and audio stops at `max_audio_s`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
+from models.audio import AudioCollector, AudioError
 from models.keyframes import (
     Candidate,
     CandidateDetector,
@@ -27,6 +30,16 @@ from models.keyframes import (
     color_signature,
     select_keyframes,
     thumbnail_size,
+)
+from models.ocr import text_frame_size
+from models.textframes import (
+    TEXT_MAP_H,
+    TEXT_MAP_W,
+    TextChangeDetector,
+    TextSamplingConfig,
+    edge_map,
+    plan_reads,
+    thin_evenly,
 )
 
 logger = logging.getLogger(__name__)
@@ -48,6 +61,11 @@ class DecodeConfig:
     short_side: int = 224  # shorter side of kept frames: the embedder's input size
     max_duration_s: float | None = None  # stop reading after this much video (None: all of it)
     threads: int = 0  # decoder threads; 0 lets FFmpeg choose
+    text: TextSamplingConfig | None = None  # frames for OCR (None: no OCR frames)
+    text_max_side: int = 960  # OCR frames' longer side at most (see models.ocr.text_frame_size)
+    audio: bool = False  # decode the default audio stream for ASR
+    max_audio_s: float = 3600.0  # read at most this much audio
+    embed_text_frames: bool = False  # also keep text frames at `short_side` (for their embeddings)
 
     def __post_init__(self):
         if self.short_side < 1:
@@ -56,6 +74,21 @@ class DecodeConfig:
             raise ValueError(f"max_duration_s must be > 0, got {self.max_duration_s}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.text_max_side < 32:
+            raise ValueError(f"text_max_side must be >= 32, got {self.text_max_side}")
+        if self.max_audio_s <= 0:
+            raise ValueError(f"max_audio_s must be > 0, got {self.max_audio_s}")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OcrFrame:
+    """A frame OCR sees: a keyframe or a text frame. `image` is None when it reuses `source`'s lines."""
+
+    frame_index: int
+    timestamp_s: float
+    reason: str  # a keyframe's reason, or "text"
+    source: int  # frame_index of the frame whose OCR lines this frame takes (itself when read)
+    image: np.ndarray | None  # uint8 RGB at text resolution, only for frames that are read
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -69,6 +102,14 @@ class DecodedVideo:
     frames_decoded: int
     keyframes: list[tuple[Candidate, np.ndarray]]  # time order; images uint8 [h, w, 3]
     decode_seconds: float
+    ocr_frames: list[OcrFrame] = dataclasses.field(default_factory=list)  # time order
+    audio: np.ndarray | None = None  # float32 mono 16 kHz, when asked for and present
+    audio_error: AudioError | None = None  # the audio track could not be decoded (video is fine)
+    text_frame_images: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)  # embed_text_frames
+
+    @property
+    def text_frames(self) -> list[OcrFrame]:
+        return [f for f in self.ocr_frames if f.reason == "text"]
 
 
 def _rotate(img: np.ndarray, rotation: float) -> np.ndarray:
@@ -102,7 +143,7 @@ def _reported_duration(container, stream) -> float | None:
 
 
 def decode_keyframes(source: str | BinaryIO, config: DecodeConfig = DecodeConfig()) -> DecodedVideo:
-    """Decodes the default video stream once and returns its keyframes. Raises DecodeError."""
+    """Decodes the default video stream (and audio, if asked) once. Raises DecodeError."""
     started = time.perf_counter()
     try:
         container = av.open(source, mode="r", metadata_errors="ignore")
@@ -119,68 +160,212 @@ def decode_keyframes(source: str | BinaryIO, config: DecodeConfig = DecodeConfig
         stream.thread_type = "AUTO"
         if config.threads:
             stream.codec_context.thread_count = config.threads
-        fps = _frame_rate(stream)
+        audio_stream = None
+        if config.audio and container.streams.audio:
+            audio_stream = container.streams.best("audio") or container.streams.audio[0]
+        state = _Pass(container, stream, audio_stream, config)
         try:
-            return _decode_stream(container, stream, fps, config, started)
+            state.run()
         except av.error.FFmpegError as e:
             raise DecodeError("DecodeError", f"decoding failed: {e}") from e
+        return state.result(started)
 
 
-def _decode_stream(container, stream, fps, config: DecodeConfig, started: float) -> DecodedVideo:
-    sampling = config.sampling
-    detector = CandidateDetector(sampling)
-    buffer_cap = 2 * sampling.max_frames
-    kept: list[tuple[Candidate, np.ndarray]] = []
-    index = -1
-    last_t = 0.0
-    rotation = 0.0
-    size: tuple[int, int] | None = None
-    truncated = False
-    for frame in container.decode(stream):
-        index += 1
-        t = _timestamp(frame, stream, index, fps)
-        if config.max_duration_s is not None and t > config.max_duration_s:
-            truncated = True
-            break
-        last_t = max(last_t, t)
+class _Pass:
+    """One pass over a container's packets: video frames feed the keyframe and text detectors,
+    audio frames the audio collector. Audio trouble never fails the video."""
+
+    def __init__(self, container, stream, audio_stream, config: DecodeConfig):
+        self.container, self.stream, self.config = container, stream, config
+        self.fps = _frame_rate(stream)
+        self.detector = CandidateDetector(config.sampling)
+        self.text = TextChangeDetector(config.text) if config.text is not None else None
+        self.kept: list[tuple[Candidate, np.ndarray, np.ndarray | None, np.ndarray | None]] = []
+        # (candidate, image at short_side or None, image at text size, edge map), as in `kept`
+        self.text_kept: list[tuple[Candidate, np.ndarray | None, np.ndarray, np.ndarray]] = []
+        self.index = -1
+        self.last_t = 0.0
+        self.rotation = 0.0
+        self.size: tuple[int, int] | None = None
+        self.text_size: tuple[int, int] | None = None
+        self.truncated = False
+        self.video_done = False
+        self.audio_stream = audio_stream
+        self.audio: AudioCollector | None = None  # None once audio is done, failed or not wanted
+        self.audio_samples: np.ndarray | None = None
+        self.audio_error: AudioError | None = None
+        if audio_stream is not None:
+            try:
+                self.audio = AudioCollector(audio_stream, config.max_audio_s)
+            except (AudioError, av.error.FFmpegError, ValueError) as e:
+                self._audio_failed(e)
+
+    def _audio_failed(self, e: Exception) -> None:
+        self.audio = None
+        self.audio_error = e if isinstance(e, AudioError) else AudioError("AudioDecodeError", f"audio: {e}")
+
+    def run(self) -> None:
+        if self.audio is None:
+            for frame in self.container.decode(self.stream):
+                if not self._on_video(frame):
+                    break
+            return
+        for packet in self.container.demux(self.stream, self.audio_stream):
+            if packet.stream.index == self.stream.index:
+                if self.video_done:
+                    continue
+                for frame in packet.decode():
+                    if not self._on_video(frame):
+                        self.video_done = True
+                        break
+            elif self.audio is not None:
+                try:
+                    for frame in packet.decode():
+                        if not self.audio.add(frame):
+                            # Enough audio (max_audio_s): keep it and stop decoding audio packets.
+                            self.audio_samples, self.audio = self.audio.finish(), None
+                            break
+                except (AudioError, av.error.FFmpegError, ValueError) as e:
+                    self._audio_failed(e)
+            if self.video_done and self.audio is None:
+                break
+
+    def _on_video(self, frame) -> bool:
+        """Handles one decoded frame; False once the video part is done (max_duration_s)."""
+        cfg = self.config
+        self.index += 1
+        index = self.index
+        t = _timestamp(frame, self.stream, index, self.fps)
+        if cfg.max_duration_s is not None and t > cfg.max_duration_s:
+            self.truncated = True
+            return False
+        self.last_t = max(self.last_t, t)
         if index == 0:
-            rotation = frame.rotation or 0.0
-        if not detector.wants(t):
-            continue
-        thumb = frame.to_ndarray(format="rgb24", width=_ANALYSIS_SIZE[0], height=_ANALYSIS_SIZE[1])
-        candidate = detector.observe(index, t, color_signature(thumb))
-        if candidate is None:
-            continue
-        if size is None:
-            size = thumbnail_size(frame.width, frame.height, config.short_side)
-        img = frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA")
-        kept.append((candidate, _rotate(img, rotation)))
-        if len(kept) > buffer_cap:
-            kept = _thin(kept, sampling.max_frames * 2 - sampling.max_frames // 2)
-    if index < 0:
-        raise DecodeError("NoFrames", "the video stream decoded to no frames")
-    kept = _thin(kept, sampling.max_frames)
-    frame_time = 1.0 / fps if fps else 0.0
-    # A fully decoded stream is measured; a stream cut short by max_duration_s reports its length.
-    duration = last_t + frame_time
-    if truncated:
-        duration = _reported_duration(container, stream) or duration
-    width, height = stream.codec_context.width, stream.codec_context.height
-    if int(round(rotation / 90.0)) % 2:
-        width, height = height, width
-    return DecodedVideo(
-        duration_s=duration,
-        fps=fps,
-        width=int(width),
-        height=int(height),
-        video_codec=stream.codec_context.name,
-        has_audio=bool(container.streams.audio),
-        frames_decoded=index + 1,
-        keyframes=kept,
-        decode_seconds=time.perf_counter() - started,
-    )
+            self.rotation = frame.rotation or 0.0
+        candidate = None
+        if self.detector.wants(t):
+            thumb = frame.to_ndarray(format="rgb24", width=_ANALYSIS_SIZE[0], height=_ANALYSIS_SIZE[1])
+            candidate = self.detector.observe(index, t, color_signature(thumb))
+        is_text = False
+        gray = None
+        if self.text is not None and self.text.wants(t):
+            gray = self._gray(frame)
+            is_text = self.text.observe(t, gray)
+        if candidate is None and not is_text:
+            return True
+        if self.size is None:
+            self.size = thumbnail_size(frame.width, frame.height, cfg.short_side)
+        text_img = edges = None
+        if self.text is not None:
+            if gray is None:
+                gray = self._gray(frame)
+            edges = edge_map(gray, cfg.text.edge_threshold)
+            text_img = self._text_image(frame)
+        img = None
+        if candidate is not None or cfg.embed_text_frames:
+            img = frame.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1], interpolation="AREA")
+            img = _rotate(img, self.rotation)
+        if candidate is not None:
+            if self.text is not None and not is_text:
+                self.text.read_elsewhere(edges)
+            self.kept.append((candidate, img, text_img, edges))
+            if len(self.kept) > 2 * cfg.sampling.max_frames:
+                self.kept = self._thin_keyframes(cfg.sampling.max_frames * 2 - cfg.sampling.max_frames // 2)
+        elif is_text:
+            self._add_text_frame((Candidate(index, t, "text"), img, text_img, edges))
+        return True
+
+    def _add_text_frame(self, entry: tuple) -> None:
+        self.text_kept.append(entry)
+        cap = self.config.text.max_text_frames
+        if len(self.text_kept) > 2 * cap:
+            keep = thin_evenly([e[0].timestamp_s for e in self.text_kept], cap + cap // 2)
+            self.text_kept = [self.text_kept[i] for i in keep]
+
+    def _thin_keyframes(self, limit: int) -> list[tuple]:
+        kept = _thin(self.kept, limit)
+        if self.text is not None and len(kept) < len(self.kept):
+            # The text detector took each keyframe's text as read; a keyframe dropped here is still
+            # read, as a text frame, or a line seen only on it would be lost.
+            survivors = {id(entry[0]) for entry in kept}
+            for c, img, text_img, edges in self.kept:
+                if id(c) not in survivors:
+                    self._add_text_frame((Candidate(c.frame_index, c.timestamp_s, "text"), img, text_img, edges))
+            self.text_kept.sort(key=lambda e: (e[0].timestamp_s, e[0].frame_index))
+        return kept
+
+    def _gray(self, frame) -> np.ndarray:
+        gray = frame.to_ndarray(format="gray", width=TEXT_MAP_W, height=TEXT_MAP_H)
+        # Keep the map in display orientation so cells mean the same place as the boxes do.
+        quarter = int(round(self.rotation / 90.0)) % 4
+        if quarter % 2:
+            # A portrait display: resample the rotated map back to the fixed analysis size.
+            gray = np.rot90(gray, k=quarter)
+            rows = np.linspace(0, gray.shape[0] - 1, TEXT_MAP_H).astype(int)
+            cols = np.linspace(0, gray.shape[1] - 1, TEXT_MAP_W).astype(int)
+            return np.ascontiguousarray(gray[rows][:, cols])
+        return np.ascontiguousarray(np.rot90(gray, k=quarter)) if quarter else gray
+
+    def _text_image(self, frame) -> np.ndarray:
+        if self.text_size is None:
+            self.text_size = text_frame_size(frame.width, frame.height, self.config.text_max_side)
+        w, h = self.text_size
+        img = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
+        return _rotate(img, self.rotation)
+
+    def result(self, started: float) -> DecodedVideo:
+        if self.index < 0:
+            raise DecodeError("NoFrames", "the video stream decoded to no frames")
+        cfg = self.config
+        kept = self._thin_keyframes(cfg.sampling.max_frames)
+        frame_time = 1.0 / self.fps if self.fps else 0.0
+        # A fully decoded stream is measured; a stream cut short by max_duration_s reports its length.
+        duration = self.last_t + frame_time
+        if self.truncated:
+            duration = _reported_duration(self.container, self.stream) or duration
+        width, height = self.stream.codec_context.width, self.stream.codec_context.height
+        if int(round(self.rotation / 90.0)) % 2:
+            width, height = height, width
+        ocr_frames = self._ocr_frames(kept) if cfg.text is not None else []
+        audio = self.audio_samples
+        if self.audio is not None:
+            try:
+                audio = self.audio.finish()
+            except (AudioError, av.error.FFmpegError, ValueError) as e:
+                self._audio_failed(e)
+        return DecodedVideo(
+            duration_s=duration,
+            fps=self.fps,
+            width=int(width),
+            height=int(height),
+            video_codec=self.stream.codec_context.name,
+            has_audio=bool(self.container.streams.audio),
+            frames_decoded=self.index + 1,
+            keyframes=[(c, img) for c, img, _, _ in kept],
+            decode_seconds=time.perf_counter() - started,
+            ocr_frames=ocr_frames,
+            audio=audio,
+            audio_error=self.audio_error,
+            text_frame_images={f.frame_index: self._clip_images[f.frame_index] for f in ocr_frames
+                               if f.reason == "text" and cfg.embed_text_frames},
+        )
+
+    def _ocr_frames(self, kept) -> list[OcrFrame]:
+        texts = self.text_kept
+        keep = thin_evenly([e[0].timestamp_s for e in texts], self.config.text.max_text_frames)
+        key_indices = {e[0].frame_index for e in kept}
+        seen = list(kept) + [texts[i] for i in keep if texts[i][0].frame_index not in key_indices]
+        seen.sort(key=lambda e: (e[0].timestamp_s, e[0].frame_index))
+        self._clip_images = {e[0].frame_index: e[1] for e in seen}
+        plan = plan_reads([e[3] for e in seen], self.config.text)
+        frames = []
+        for (c, _, img, _), src in zip(seen, plan):
+            read = seen[src][0]
+            frames.append(OcrFrame(c.frame_index, c.timestamp_s, c.reason, read.frame_index,
+                                   img if src == len(frames) else None))
+        return frames
 
 
-def _thin(kept: list[tuple[Candidate, np.ndarray]], limit: int) -> list[tuple[Candidate, np.ndarray]]:
-    chosen = {id(c) for c in select_keyframes([c for c, _ in kept], limit)}
-    return [(c, img) for c, img in kept if id(c) in chosen]
+def _thin(kept: list[tuple], limit: int) -> list[tuple]:
+    chosen = {id(c) for c in select_keyframes([entry[0] for entry in kept], limit)}
+    return [entry for entry in kept if id(entry[0]) in chosen]

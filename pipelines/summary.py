@@ -104,7 +104,16 @@ def summarize(result, config, wall_time_s: float) -> dict:
         "stage_seconds": {
             "decode": seconds("vmm.decode_ms", 1e-3),
             "clip": seconds("vmm_clip.inference_batch_latency_micro_secs", 1e-6),
+            "ocr": seconds("vmm.ocr_ms", 1e-3),
+            "asr": seconds("vmm.asr_ms", 1e-3),
         },
+        "ocr": {
+            "model": config.ocr_model_id,
+            "frames_read": counters.get("vmm.ocr_frames_read", 0),
+            "frames_reused": counters.get("vmm.ocr_frames_reused", 0),
+            "text_frames": counters.get("vmm.text_frames", 0),
+        },
+        "asr": {"model": config.asr_model_id, "videos": counters.get("vmm.asr_videos", 0)},
         "counters": dict(sorted(counters.items())),
     }
 
@@ -130,6 +139,10 @@ def format_summary(summary: dict) -> str:
         f"accounting {'OK' if summary['accounting_ok'] else 'MISMATCH'}",
         f"  CLIP {m['clip_model']} weights={m['clip_weights']} dim={m['embedding_dim']} {m['embedding_dtype']}"
         + ("  (RANDOM WEIGHTS: embeddings carry no meaning)" if m["clip_random_weights"] else ""),
+        f"  OCR {summary['ocr']['model'] or 'off'}: frames read {summary['ocr']['frames_read']}, "
+        f"reused {summary['ocr']['frames_reused']} (text frames {summary['ocr']['text_frames']})",
+        f"  ASR {summary['asr']['model'] or 'off'}: videos transcribed {summary['asr']['videos']}, "
+        f"segments {c['asr_segments']}",
         f"  wall {summary['wall_time_s']:.1f}s  stage busy seconds {summary['stage_seconds']}",
     ]
     if c["errors_by_type"]:

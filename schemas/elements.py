@@ -4,6 +4,10 @@ VideoRequest  -- one manifest entry (read_manifest -> decode)
 VideoFrames   -- one video's keyframe pixels at the size their consumer needs (decode -> embed)
 VideoInfo     -- what decoding learnt about a video plus its keyframe metadata (decode -> assemble)
 FrameFeatures -- one keyframe's embedding and visual tokens (embed -> tokenize -> assemble)
+OcrInput      -- the frames OCR reads (text resolution) and which ones reuse a result (decode -> ocr)
+VideoOcr      -- a video's OCR lines per frame with their domains, and its text by domain (ocr -> assemble)
+VideoAudio    -- a video's audio, 16 kHz mono float32 (decode -> asr)
+VideoAsr      -- a video's transcript, or why there is none (asr -> assemble)
 ErrorRecord   -- a manifest entry that produced no `videos` row (any stage -> `errors` table)
 StageError    -- a partial failure recorded on a video row (`videos.stage_errors`)
 """
@@ -47,7 +51,7 @@ class ErrorRecord:
 class KeyframeMeta:
     frame_index: int  # 0-based index among the frames the decoder output for the chosen stream
     timestamp_s: float  # presentation time from the stream start
-    reason: str  # "first" | "scene" | "clock"
+    reason: str  # "first" | "scene" | "clock" | "text" (read by OCR only)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -69,8 +73,10 @@ class VideoInfo:
     height: int
     video_codec: str
     has_audio: bool
-    keyframes: tuple[KeyframeMeta, ...]
+    keyframes: tuple[KeyframeMeta, ...]  # the CLIP keyframes
     frames_decoded: int
+    text_frames: tuple[KeyframeMeta, ...] = ()  # frames read only by OCR
+    notes: tuple[StageError, ...] = ()  # partial failures met while decoding (e.g. the audio track)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -82,3 +88,45 @@ class FrameFeatures:
     patches: np.ndarray | None = None  # float32 [H*W, D], only while a patch dictionary needs them
     token: int | None = None  # frame-level visual token (int16 range)
     patch_tokens: np.ndarray | None = None  # int16 [H*W], row-major
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OcrInput:
+    """One video's frames for OCR, in time order (models.decode.OcrFrame: an image only when read)."""
+
+    video_id: str
+    width: int  # display size of the original frames: boxes are mapped back to it
+    height: int
+    frames: tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OcrItem:
+    text: str
+    score: float
+    box: np.ndarray  # float32 [8], pixels of the original frame
+    domain: str  # "subtitle" | "overlay" | "scene" | "noise"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class VideoOcr:
+    frames: tuple[tuple[int, tuple[OcrItem, ...] | None], ...]  # (frame_index, lines; None: failed)
+    subtitle_lines: tuple[str, ...]
+    overlay_texts: tuple[str, ...]
+    scene_texts: tuple[str, ...]
+    frames_read: int
+    frames_reused: int
+    errors: tuple[StageError, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class VideoAudio:
+    video_id: str
+    samples: np.ndarray  # float32 mono
+    sample_rate: int
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class VideoAsr:
+    result: Any | None  # models.asr.AsrResult, None when ASR failed
+    error: StageError | None = None

@@ -1,11 +1,15 @@
 """The forward-index contract: one pyarrow schema per output table, and the Parquet metadata.
 
-Produces: `videos_schema(...)`, `frames_schema(...)`, `ERRORS_SCHEMA`, `file_metadata(...)`.
+Produces: `videos_schema(...)`, `frames_schema(...)`, `ASR_SEGMENTS_SCHEMA`, `ERRORS_SCHEMA`,
+`file_metadata(...)`.
 These schemas are what the writer uses; readers (pyarrow, pandas, DuckDB, Polars, Spark) see real
 Arrow types: fixed-size lists for embeddings, int16 tokens, structs for stage errors.
 
 Schema history:
   1 -- videos, frames (with visual tokens), errors.
+  2 -- OCR: frames.ocr (boxes with their domain), frames with reason "text", videos.ocr_*_text;
+       ASR: table asr_segments, videos.asr_text / asr_language / asr_language_probability /
+       speech_seconds.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ import pyarrow as pa
 
 from models.version import __version__
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
-TABLES = ("videos", "frames", "errors")
+TABLES = ("videos", "frames", "asr_segments", "errors")
 
 EMBEDDING_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 
@@ -41,11 +45,32 @@ VIDEO_CORE_TRAILING = (
     "embedding",
     "topic_coherence",
     "title_visual_similarity",
+    "ocr_subtitle_text",
+    "ocr_overlay_text",
+    "ocr_scene_text",
+    "asr_text",
+    "asr_language",
+    "asr_language_probability",
+    "speech_seconds",
     "stage_errors",
 )
 RESERVED_VIDEO_COLUMNS = frozenset(VIDEO_CORE_LEADING + VIDEO_CORE_TRAILING)
 
-KEYFRAME_REASONS = ("first", "scene", "clock")
+# "text": a frame read only by OCR (a subtitle or other text appeared); it has no CLIP embedding,
+# so its token columns are null.
+KEYFRAME_REASONS = ("first", "scene", "clock", "text")
+
+OCR_DOMAINS = ("subtitle", "overlay", "scene", "noise")
+
+OCR_LINE_TYPE = pa.struct(
+    [
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+        # Four corners x1, y1, ..., x4, y4 in pixels of the original (displayed) frame.
+        pa.field("box", pa.list_(pa.float32(), 8), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+    ]
+)
 
 
 def embedding_type(dim: int, dtype: str) -> pa.DataType:
@@ -86,16 +111,27 @@ def videos_schema(dim: int, dtype: str = "float16", passthrough: pa.Schema | Non
             pa.field("embedding", embedding_type(dim, dtype), nullable=False),
             pa.field("topic_coherence", pa.float32()),
             pa.field("title_visual_similarity", pa.float32()),
+            # OCR text by domain, one line per line ("\n"-joined); null when OCR was off or failed.
+            pa.field("ocr_subtitle_text", pa.string()),
+            pa.field("ocr_overlay_text", pa.string()),
+            pa.field("ocr_scene_text", pa.string()),
+            # ASR; null when ASR was off, the video has no audio, or ASR failed (see stage_errors).
+            pa.field("asr_text", pa.string()),
+            pa.field("asr_language", pa.string()),
+            pa.field("asr_language_probability", pa.float32()),
+            pa.field("speech_seconds", pa.float64()),
             pa.field("stage_errors", pa.list_(pa.field("item", STAGE_ERROR_TYPE, nullable=False))),
         ]
     )
 
 
 def frames_schema(dim: int, dtype: str = "float16", store_embeddings: bool = False) -> pa.Schema:
-    """One row per keyframe. `embedding` is present only with --store-frame-embeddings.
+    """One row per keyframe and per text frame. `embedding` only with --store-frame-embeddings.
 
     `token` is the id of the frame's nearest entry in the frame dictionary; `patch_tokens` the
-    H*W ids (row-major) of its patches in the patch dictionary.
+    H*W ids (row-major) of its patches in the patch dictionary. Text frames (read only by OCR) get
+    no CLIP work, so null tokens -- except with --store-frame-embeddings, which embeds them too. `ocr` holds the frame's text lines
+    with their domain (empty list: no text; null: OCR off or failed on this frame).
     """
     fields = [
         pa.field("video_id", pa.string(), nullable=False),
@@ -107,10 +143,26 @@ def frames_schema(dim: int, dtype: str = "float16", store_embeddings: bool = Fal
         # Null only when the run had no frame / patch dictionary (--codebook / --patch-codebook).
         pa.field("token", pa.int16()),
         pa.field("patch_tokens", pa.list_(pa.int16())),
+        pa.field("ocr", pa.list_(pa.field("item", OCR_LINE_TYPE, nullable=False))),
     ]
     if store_embeddings:
+        # Text frames are embedded too in this mode, so the column is never null (readers of
+        # nullable fixed-size lists with nulls trip over Parquet's encoding of them).
         fields.append(pa.field("embedding", embedding_type(dim, dtype), nullable=False))
     return pa.schema(fields)
+
+
+ASR_SEGMENTS_SCHEMA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("segment_index", pa.int32(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=False),
+        pa.field("end_s", pa.float64(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("avg_logprob", pa.float32(), nullable=False),
+        pa.field("no_speech_prob", pa.float32(), nullable=False),
+    ]
+)
 
 
 ERRORS_SCHEMA = pa.schema(

@@ -418,7 +418,9 @@ def test_videos_schema_core_columns():
     schema = videos_schema(512)
     assert schema.names == [
         "video_id", "uri", "title", "tags", "duration_s", "fps", "width", "height", "video_codec",
-        "has_audio", "num_keyframes", "embedding", "topic_coherence", "title_visual_similarity", "stage_errors",
+        "has_audio", "num_keyframes", "embedding", "topic_coherence", "title_visual_similarity",
+        "ocr_subtitle_text", "ocr_overlay_text", "ocr_scene_text",
+        "asr_text", "asr_language", "asr_language_probability", "speech_seconds", "stage_errors",
     ]
     assert set(schema.names) == RESERVED_VIDEO_COLUMNS
     emb = schema.field("embedding")
@@ -459,7 +461,10 @@ def test_inferred_passthrough_fits_videos_schema():
 
 def test_frames_schema():
     plain = frames_schema(512)
-    assert plain.names == ["video_id", "frame_index", "timestamp_s", "reason", "token", "patch_tokens"]
+    assert plain.names == ["video_id", "frame_index", "timestamp_s", "reason", "token", "patch_tokens", "ocr"]
+    ocr_item = plain.field("ocr").type.value_type
+    assert [f.name for f in ocr_item] == ["text", "score", "box", "domain"]
+    assert ocr_item.field("box").type == pa.list_(pa.float32(), 8)
     assert plain.field("token").type == pa.int16() and plain.field("token").nullable
     assert plain.field("patch_tokens").type == pa.list_(pa.int16())
     assert plain.field("frame_index").type == pa.int32()
@@ -524,6 +529,8 @@ def test_frames_round_trip_with_float16_embeddings(tmp_path):
             pa.array(["first", "scene", "first"]),
             pa.array([3, 3, 17], pa.int16()),
             pa.array([[1, 2], None, [0, 5]], pa.list_(pa.int16())),
+            pa.array([[{"text": "VMM TV", "score": 0.9, "box": [0, 0, 8, 0, 8, 4, 0, 4], "domain": "overlay"}], [], None],
+                     schema.field("ocr").type),
             emb,
         ],
         schema=schema,

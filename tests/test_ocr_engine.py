@@ -197,8 +197,8 @@ def test_upside_down_image_with_angle_classifier(engine, en_image):
     for word in ("dataset", "movieshots", "large-scale"):
         assert word in text, text
     # Boxes are in the rotated image's pixels: the title is now at the bottom.
-    title = next(ln for ln in lines if ln.text.lower() == "dataset")
-    assert title.box[1::2].mean() > rotated.shape[0] / 2
+    titles = [ln for ln in lines if "dataset" in ln.text.lower()]
+    assert any(t.box[1::2].mean() > rotated.shape[0] / 2 for t in titles)
 
 
 @pytest.mark.slow

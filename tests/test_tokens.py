@@ -158,4 +158,5 @@ def test_training_from_an_index_is_deterministic(tokenized_run, tmp_path, dictio
         ids.append(Codebook.load(str(tmp_path / name)).id)
     assert ids[0] == ids[1]
     info = Codebook.load(str(tmp_path / "a")).info
-    assert (info.k, info.train_vectors, info.clip_model) == (4, 11, TINY_MODEL)
+    # Every frame row of the index has an embedding (keyframes and text frames).
+    assert (info.k, info.train_vectors, info.clip_model) == (4, read(out, "frames").num_rows, TINY_MODEL)

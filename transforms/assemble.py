@@ -1,8 +1,11 @@
-"""AssembleRows: per-video join of decode facts, frame embeddings and title embedding → table rows.
+"""AssembleRows: per-video join of everything the stages learnt → table rows.
 
-Consumes VideoInfo, (video_id, FrameFeatures) and (video_id, title_emb).
-Produces `videos` rows and `frames` rows as dicts shaped by `schemas.forward_index`, and
-`errors` rows from ErrorRecords. The numeric work lives in `models.pooling`.
+Consumes VideoInfo, (video_id, FrameFeatures), (video_id, title_emb), (video_id, VideoOcr) and
+(video_id, VideoAsr).
+Produces `videos`, `frames` and `asr_segments` rows as dicts shaped by `schemas.forward_index`,
+and `errors` rows from ErrorRecords. The numeric work lives in `models.pooling`.
+A video's row is written once its decode facts and keyframe embeddings are in; OCR and ASR add
+columns, and their failures are stage errors on the row.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import apache_beam as beam
 import numpy as np
 
 from models.pooling import cosine, pool_video_embedding, topic_coherence
-from schemas.elements import ErrorRecord, StageError, VideoInfo
+from schemas.elements import ErrorRecord, StageError, VideoAsr, VideoInfo, VideoOcr
 
 FRAMES = "frames"
+ASR_SEGMENTS = "asr_segments"
 _NAMESPACE = "vmm"
 
 
@@ -34,7 +38,55 @@ def error_row(e: ErrorRecord) -> dict:
     return dataclasses.asdict(e)
 
 
-def video_row(info: VideoInfo, frame_embs: np.ndarray, title_emb: np.ndarray | None, config: AssembleConfig) -> dict:
+def _lines(texts) -> str | None:
+    return "\n".join(texts) if texts else None
+
+
+def ocr_columns(ocr: VideoOcr | None) -> dict:
+    if ocr is None or all(lines is None for _, lines in ocr.frames):
+        return {"ocr_subtitle_text": None, "ocr_overlay_text": None, "ocr_scene_text": None}
+    return {
+        "ocr_subtitle_text": _lines(ocr.subtitle_lines),
+        "ocr_overlay_text": _lines(ocr.overlay_texts),
+        "ocr_scene_text": _lines(ocr.scene_texts),
+    }
+
+
+def asr_columns(asr: VideoAsr | None) -> dict:
+    result = asr.result if asr is not None else None
+    if result is None:
+        return {"asr_text": None, "asr_language": None, "asr_language_probability": None, "speech_seconds": None}
+    return {
+        "asr_text": result.text,
+        "asr_language": result.language,
+        "asr_language_probability": result.language_probability,
+        "speech_seconds": result.speech_seconds,
+    }
+
+
+def segment_rows(video_id: str, asr: VideoAsr | None) -> list[dict]:
+    if asr is None or asr.result is None:
+        return []
+    return [
+        {
+            "video_id": video_id,
+            "segment_index": i,
+            "start_s": seg.start_s,
+            "end_s": seg.end_s,
+            "text": seg.text,
+            "avg_logprob": seg.avg_logprob,
+            "no_speech_prob": seg.no_speech_prob,
+        }
+        for i, seg in enumerate(asr.result.segments)
+    ]
+
+
+def ocr_item_row(item) -> dict:
+    return {"text": item.text, "score": item.score, "box": np.asarray(item.box, np.float32), "domain": item.domain}
+
+
+def video_row(info: VideoInfo, frame_embs: np.ndarray, title_emb: np.ndarray | None, config: AssembleConfig,
+              ocr: VideoOcr | None = None, asr: VideoAsr | None = None) -> dict:
     """The `videos` row of one decoded video, from its keyframe embeddings in keyframe order."""
     req = info.request
     video_vec = pool_video_embedding(frame_embs)
@@ -59,9 +111,23 @@ def video_row(info: VideoInfo, frame_embs: np.ndarray, title_emb: np.ndarray | N
         embedding=video_vec.astype(config.embedding_dtype),
         topic_coherence=coherence,
         title_visual_similarity=cosine(title_emb, video_vec) if title_emb is not None else None,
-        stage_errors=[stage_error_row(n) for n in req.notes],
+        **ocr_columns(ocr),
+        **asr_columns(asr),
     )
+    errors = list(req.notes) + list(info.notes)
+    if ocr is not None:
+        errors += ocr.errors
+    if asr is not None and asr.error is not None:
+        errors.append(asr.error)
+    row["stage_errors"] = [stage_error_row(e) for e in errors]
     return row
+
+
+def _one(values, what: str, video_id: str):
+    values = list(values)
+    if len(values) > 1:
+        raise RuntimeError(f"video {video_id}: {len(values)} {what} results; expected at most one")
+    return values[0] if values else None
 
 
 class _AssembleFn(beam.DoFn):
@@ -84,25 +150,37 @@ class _AssembleFn(beam.DoFn):
             raise RuntimeError(f"video {video_id}: no embedding for keyframes {missing}")
         features = [by_index[k.frame_index] for k in info.keyframes]
         embs = np.stack([f.embedding for f in features])
-        titles = list(grouped["title"])
-        yield video_row(info, embs, titles[0] if titles else None, self._config)
+        title = _one(grouped["title"], "title", video_id)
+        ocr = _one(grouped.get("ocr", ()), "OCR", video_id)
+        asr = _one(grouped.get("asr", ()), "ASR", video_id)
+        yield video_row(info, embs, title, self._config, ocr, asr)
         self._videos.inc()
-        for meta, feat in zip(info.keyframes, features):
+        ocr_by_index = dict(ocr.frames) if ocr is not None else {}
+        rows = [(meta, feat) for meta, feat in zip(info.keyframes, features)]
+        rows += [(meta, by_index.get(meta.frame_index)) for meta in info.text_frames]
+        rows.sort(key=lambda r: r[0].frame_index)
+        for meta, feat in rows:
+            lines = ocr_by_index.get(meta.frame_index)
             frame = {
                 "video_id": video_id,
                 "frame_index": meta.frame_index,
                 "timestamp_s": meta.timestamp_s,
                 "reason": meta.reason,
-                "token": feat.token,
-                "patch_tokens": feat.patch_tokens.astype(np.int16) if feat.patch_tokens is not None else None,
+                "token": feat.token if feat is not None else None,
+                "patch_tokens": feat.patch_tokens.astype(np.int16)
+                if feat is not None and feat.patch_tokens is not None else None,
+                "ocr": [ocr_item_row(x) for x in lines] if lines is not None else None,
             }
             if self._config.store_frame_embeddings:
-                frame["embedding"] = feat.embedding.astype(self._config.embedding_dtype)
+                frame["embedding"] = feat.embedding.astype(self._config.embedding_dtype) if feat is not None else None
             yield beam.pvalue.TaggedOutput(FRAMES, frame)
+        for segment in segment_rows(video_id, asr):
+            yield beam.pvalue.TaggedOutput(ASR_SEGMENTS, segment)
 
 
 class AssembleRows(beam.PTransform):
-    """{'videos': VideoInfo, 'frames': (id, FrameFeatures), 'titles': (id, emb)} → {'videos', 'frames'} rows."""
+    """{'videos': VideoInfo, 'frames': (id, FrameFeatures), 'titles': (id, emb), 'ocr': (id, VideoOcr),
+    'asr': (id, VideoAsr)} → {'videos', 'frames', 'asr_segments'} rows ('ocr' and 'asr' optional)."""
 
     def __init__(self, config: AssembleConfig):
         super().__init__()
@@ -110,6 +188,10 @@ class AssembleRows(beam.PTransform):
 
     def expand(self, inputs):
         infos = inputs["videos"] | "KeyInfo" >> beam.Map(lambda v: (v.request.video_id, v))
-        joined = {"info": infos, "frames": inputs["frames"], "title": inputs["titles"]} | "JoinByVideo" >> beam.CoGroupByKey()
-        rows = joined | "Rows" >> beam.ParDo(_AssembleFn(self._config)).with_outputs(FRAMES, main="videos")
-        return {"videos": rows.videos, "frames": rows[FRAMES]}
+        parts = {"info": infos, "frames": inputs["frames"], "title": inputs["titles"]}
+        for name in ("ocr", "asr"):
+            if name in inputs:
+                parts[name] = inputs[name]
+        joined = parts | "JoinByVideo" >> beam.CoGroupByKey()
+        rows = joined | "Rows" >> beam.ParDo(_AssembleFn(self._config)).with_outputs(FRAMES, ASR_SEGMENTS, main="videos")
+        return {"videos": rows.videos, "frames": rows[FRAMES], "asr_segments": rows[ASR_SEGMENTS]}

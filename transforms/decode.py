@@ -1,8 +1,13 @@
-"""DecodeVideos: VideoRequest → VideoInfo + VideoFrames (its keyframes' pixels), or an ErrorRecord.
+"""DecodeVideos: VideoRequest → VideoInfo + what each model needs of it, or an ErrorRecord.
 
-Each video is decoded once (models.decode); its keyframes leave as small uint8 frames, already at
-the embedder's input size. A video that cannot be decoded becomes one `errors` row; nothing is
-emitted for it elsewhere, so every entry lands in exactly one of `videos` and `errors`.
+Each video is decoded once (models.decode), video and audio in the same pass. Out go:
+  videos -- VideoInfo (stream facts, keyframe and text-frame metadata, partial failures)
+  frames -- VideoFrames: the keyframes at the embedder's input size
+  ocr    -- OcrInput: keyframes and text frames at text resolution (only those OCR must read)
+  audio  -- VideoAudio: 16 kHz mono float32, when ASR is on and the video has an audio track
+  errors -- ErrorRecord: a video that cannot be decoded; nothing else is emitted for it, so every
+            entry lands in exactly one of `videos` and `errors`
+An audio track that fails to decode is a stage error on the video, not a lost video.
 """
 
 from __future__ import annotations
@@ -15,12 +20,24 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from models.decode import DecodeConfig, DecodeError, decode_keyframes
-from schemas.elements import ErrorRecord, KeyframeMeta, VideoFrames, VideoInfo, VideoRequest
+from models.audio import SAMPLE_RATE
+from schemas.elements import (
+    ErrorRecord,
+    KeyframeMeta,
+    OcrInput,
+    StageError,
+    VideoAudio,
+    VideoFrames,
+    VideoInfo,
+    VideoRequest,
+)
 
 logger = logging.getLogger(__name__)
 
 ERRORS = "errors"
 FRAMES = "frames"
+OCR = "ocr"
+AUDIO = "audio"
 _NAMESPACE = "vmm"
 
 
@@ -42,6 +59,7 @@ class _DecodeFn(beam.DoFn):
         self._failed = beam.metrics.Metrics.counter(_NAMESPACE, "videos_failed")
         self._keyframes = beam.metrics.Metrics.counter(_NAMESPACE, "keyframes")
         self._frames = beam.metrics.Metrics.counter(_NAMESPACE, "frames_decoded")
+        self._text_frames = beam.metrics.Metrics.counter(_NAMESPACE, "text_frames")
         self._seconds = beam.metrics.Metrics.distribution(_NAMESPACE, "decode_ms")
         self._bar = None
 
@@ -84,6 +102,10 @@ class _DecodeFn(beam.DoFn):
         self._frames.inc(decoded.frames_decoded)
         self._seconds.update(int(decoded.decode_seconds * 1000))
         metas = tuple(KeyframeMeta(c.frame_index, c.timestamp_s, c.reason) for c, _ in decoded.keyframes)
+        notes = ()
+        if decoded.audio_error is not None:
+            e = decoded.audio_error
+            notes = (StageError("asr", e.error_type, str(e)),)
         yield VideoInfo(
             request=request,
             duration_s=decoded.duration_s,
@@ -94,15 +116,28 @@ class _DecodeFn(beam.DoFn):
             has_audio=decoded.has_audio,
             keyframes=metas,
             frames_decoded=decoded.frames_decoded,
+            text_frames=tuple(KeyframeMeta(f.frame_index, f.timestamp_s, f.reason) for f in decoded.text_frames),
+            notes=notes,
         )
+        # Text frames are embedded only when asked (--store-frame-embeddings): then every row has one.
+        embedded = sorted([(c.frame_index, img) for c, img in decoded.keyframes] + list(decoded.text_frame_images.items()),
+                          key=lambda x: x[0])
         yield beam.pvalue.TaggedOutput(
             FRAMES,
-            VideoFrames(request.video_id, tuple(m.frame_index for m in metas), tuple(img for _, img in decoded.keyframes)),
+            VideoFrames(request.video_id, tuple(i for i, _ in embedded), tuple(img for _, img in embedded)),
         )
+        if self._config.text is not None:
+            self._text_frames.inc(len(decoded.text_frames))
+            yield beam.pvalue.TaggedOutput(
+                OCR, OcrInput(request.video_id, decoded.width, decoded.height, tuple(decoded.ocr_frames))
+            )
+        if decoded.audio is not None:
+            yield beam.pvalue.TaggedOutput(AUDIO, VideoAudio(request.video_id, decoded.audio, SAMPLE_RATE))
 
 
 class DecodeVideos(beam.PTransform):
-    """VideoRequest → {'videos': VideoInfo, 'frames': VideoFrames, 'errors': ErrorRecord}."""
+    """VideoRequest → {'videos': VideoInfo, 'frames': VideoFrames, 'ocr': OcrInput, 'audio': VideoAudio,
+    'errors': ErrorRecord}."""
 
     def __init__(self, config: DecodeConfig, progress: bool = False):
         super().__init__()
@@ -111,8 +146,13 @@ class DecodeVideos(beam.PTransform):
 
     def expand(self, requests):
         out = requests | "Decode" >> beam.ParDo(_DecodeFn(self._config, self._progress)).with_outputs(
-            FRAMES, ERRORS, main="videos"
+            FRAMES, OCR, AUDIO, ERRORS, main="videos"
         )
-        # Break fusion after decoding so embedding spreads over workers independently of decode.
-        frames = out[FRAMES] | "SpreadFrames" >> beam.Reshuffle()
-        return {"videos": out.videos, "frames": frames, "errors": out[ERRORS]}
+        # Break fusion after decoding so each model stage spreads over workers independently.
+        return {
+            "videos": out.videos,
+            "frames": out[FRAMES] | "SpreadFrames" >> beam.Reshuffle(),
+            "ocr": out[OCR] | "SpreadOcr" >> beam.Reshuffle(),
+            "audio": out[AUDIO] | "SpreadAudio" >> beam.Reshuffle(),
+            "errors": out[ERRORS],
+        }

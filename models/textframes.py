@@ -1,0 +1,175 @@
+"""Which frames OCR reads: text-change triggers and result reuse. Pure numpy, no Beam, no decoder.
+
+Consumes small greyscale frames (uint8 [TEXT_MAP_H, TEXT_MAP_W]) at the decoder's analysis ticks.
+Produces
+  * `TextChangeDetector.observe(...)`: True when the frame shows text the last chosen text frame
+    did not -- so a subtitle line on screen for `min_line_s` or more is always read, even when no
+    CLIP keyframe falls on it;
+  * `plan_reads(...)`: for the frames OCR will see (CLIP keyframes plus text frames), which are
+    read and which reuse the result of the last frame read because their text barely changed.
+
+The signal is an edge map: pixels whose horizontal or vertical grey-level step exceeds
+`edge_threshold` (text strokes are sharp, high-contrast steps). Two refinements make it a *text*
+signal rather than a motion signal:
+  * "stable" edges: an edge present at `stable_ticks` consecutive analysis ticks. Burned-in text stands still
+    while it is shown; moving content mostly does not, so motion behind subtitles does not trigger.
+  * cells: the map is cut into a grid and compared cell by cell. A subtitle change touches a few
+    cells strongly; comparing whole frames would drown it in a busy background.
+A cell shows new text when at least `cell_change` of its stable edges (and `min_changed_px`
+pixels) were not edges in the last frame chosen for OCR. A text frame is triggered when a cell of
+the lower band shows new text (subtitles), or when `frame_cells` cells anywhere do (a title card
+or a sign that appears mid-shot). Edges that merely vanish (a line went away) trigger nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+TEXT_MAP_W, TEXT_MAP_H = 320, 180  # greyscale analysis size: a 1080p subtitle stays ~5 px tall
+_GRID_COLS, _GRID_ROWS = 8, 6  # cells of 40x30 analysis pixels
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSamplingConfig:
+    """How frames are chosen for OCR beyond the CLIP keyframes, and when a result is reused."""
+
+    enabled: bool = True
+    min_line_s: float = 1.5  # a line shown at least this long is read (analysed every min_line_s / 4)
+    edge_threshold: int = 40  # grey-level step (0-255) that counts as an edge
+    band_top: float = 2.0 / 3.0  # the lower band, where subtitles live, starts here (fraction of height)
+    cell_change: float = 0.2  # share of a cell's stable edges that must be new for it to show new text
+    min_changed_px: int = 24  # ... and at least this many edge pixels (ignores flicker on a few pixels)
+    frame_cells: int = 3  # outside the band, this many changed cells trigger a text frame
+    stable_ticks: int = 3  # an edge is "stable" when present on this many consecutive ticks
+    min_gap_s: float = 0.0  # at most one text frame per this interval (0: one per tick at most)
+    max_text_frames: int = 256  # per video; more are thinned evenly in time
+    reuse_change: float = 0.35  # a frame whose every cell changed less than this reuses the last read
+
+    def __post_init__(self):
+        if self.min_line_s <= 0:
+            raise ValueError(f"min_line_s must be > 0, got {self.min_line_s}")
+        if not 0 < self.band_top < 1:
+            raise ValueError(f"band_top must be in (0, 1), got {self.band_top}")
+        if not 0 < self.cell_change <= 1 or not 0 < self.reuse_change <= 1:
+            raise ValueError("cell_change and reuse_change must be in (0, 1]")
+        if self.max_text_frames < 0:
+            raise ValueError(f"max_text_frames must be >= 0, got {self.max_text_frames}")
+        if self.stable_ticks < 1:
+            raise ValueError(f"stable_ticks must be >= 1, got {self.stable_ticks}")
+        if self.min_gap_s < 0:
+            raise ValueError(f"min_gap_s must be >= 0, got {self.min_gap_s}")
+
+    @property
+    def tick_s(self) -> float:
+        """Analysis interval: a `min_line_s` line is seen on `stable_ticks` consecutive ticks, one to spare."""
+        return self.min_line_s / (self.stable_ticks + 1)
+
+
+def edge_map(gray: np.ndarray, threshold: int) -> np.ndarray:
+    """Bool [h, w]: pixels with a grey-level step above `threshold` to their right or below."""
+    if gray.ndim != 2 or gray.dtype != np.uint8:
+        raise ValueError(f"expected uint8 [h, w], got {gray.dtype} {gray.shape}")
+    g = gray.astype(np.int16)
+    edges = np.zeros(g.shape, dtype=bool)
+    edges[:, :-1] |= np.abs(g[:, 1:] - g[:, :-1]) > threshold
+    edges[:-1, :] |= np.abs(g[1:, :] - g[:-1, :]) > threshold
+    return edges
+
+
+def _cell_sums(mask: np.ndarray) -> np.ndarray:
+    h, w = mask.shape
+    ch, cw = h // _GRID_ROWS, w // _GRID_COLS
+    cropped = mask[: ch * _GRID_ROWS, : cw * _GRID_COLS]
+    return cropped.reshape(_GRID_ROWS, ch, _GRID_COLS, cw).sum(axis=(1, 3))
+
+
+def cell_changes(a: np.ndarray, b: np.ndarray, min_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per grid cell: (share of edges that differ between maps a and b, number that differ).
+
+    The share is |a xor b| / max(|a or b|, min_px) -- an empty cell compared with an empty cell is 0.
+    """
+    differ = _cell_sums(a ^ b)
+    union = _cell_sums(a | b)
+    return differ / np.maximum(union, max(min_px, 1)), differ
+
+
+def band_rows(config: TextSamplingConfig) -> slice:
+    first = min(int(np.floor(config.band_top * _GRID_ROWS)), _GRID_ROWS - 1)
+    return slice(first, _GRID_ROWS)
+
+
+class TextChangeDetector:
+    """Streams analysis ticks in time order; says which frames show new text.
+
+    Call `wants(t)` per decoded frame (cheap), then `observe(t, gray)` on the ones it wants, with
+    the frame as uint8 grey [TEXT_MAP_H, TEXT_MAP_W]. `observe` returns True for a text frame.
+    """
+
+    def __init__(self, config: TextSamplingConfig):
+        self._config = config
+        self._next_tick = 0.0
+        self._history: list[np.ndarray] = []  # edge maps of the last `stable_ticks - 1` ticks
+        self._ref: np.ndarray = np.zeros((TEXT_MAP_H, TEXT_MAP_W), dtype=bool)
+        self._last_pick_t: float | None = None
+        self._band = band_rows(config)
+
+    def wants(self, timestamp_s: float) -> bool:
+        return self._config.enabled and timestamp_s >= self._next_tick
+
+    def read_elsewhere(self, edges: np.ndarray) -> None:
+        """Another frame (a CLIP keyframe) will be read too: its text is not new to later frames."""
+        self._ref = edges.copy()
+
+    def observe(self, timestamp_s: float, gray: np.ndarray) -> bool:
+        cfg = self._config
+        self._next_tick = timestamp_s + cfg.tick_s - 1e-9
+        edges = edge_map(gray, cfg.edge_threshold)
+        history = self._history
+        self._history = (history + [edges])[-(cfg.stable_ticks - 1):] if cfg.stable_ticks > 1 else []
+        if len(history) < cfg.stable_ticks - 1:
+            return False
+        stable = edges.copy()
+        for earlier in history:
+            stable &= earlier
+        new = _cell_sums(stable & ~self._ref)
+        fresh = (new >= cfg.min_changed_px) & (new >= cfg.cell_change * _cell_sums(stable))
+        triggered = bool(fresh[self._band].any()) or int(fresh.sum()) >= cfg.frame_cells
+        if triggered and self._last_pick_t is not None and timestamp_s - self._last_pick_t < cfg.min_gap_s:
+            return False  # keep the old reference: the next tick outside the gap still sees the change
+        if triggered:
+            self._ref = edges
+            self._last_pick_t = timestamp_s
+            return True
+        return False
+
+
+def plan_reads(edge_maps: list[np.ndarray], config: TextSamplingConfig) -> list[int]:
+    """For frames in time order (their full edge maps), the position each takes its OCR from.
+
+    `result[i] == i`: frame i is read. `result[i] == j < i`: frame i reuses frame j's lines, because
+    no grid cell's edges changed by `reuse_change` or more since frame j (the last frame read).
+    """
+    plan: list[int] = []
+    last_read: int | None = None
+    for i, edges in enumerate(edge_maps):
+        if last_read is not None:
+            share, differ = cell_changes(edges, edge_maps[last_read], config.min_changed_px)
+            if not ((share >= config.reuse_change) & (differ >= config.min_changed_px)).any():
+                plan.append(last_read)
+                continue
+        plan.append(i)
+        last_read = i
+    return plan
+
+
+def thin_evenly(times: list[float], limit: int) -> list[int]:
+    """Positions of at most `limit` of the (sorted) `times`, spread evenly over their span."""
+    n = len(times)
+    if n <= limit:
+        return list(range(n))
+    if limit <= 0:
+        return []
+    picks = np.linspace(0, n - 1, limit)
+    return sorted({int(round(p)) for p in picks})
