@@ -56,6 +56,10 @@ class TextSamplingConfig:
             raise ValueError("cell_change and reuse_change must be in (0, 1]")
         if self.max_text_frames < 0:
             raise ValueError(f"max_text_frames must be >= 0, got {self.max_text_frames}")
+        if self.min_changed_px < 1 or self.frame_cells < 1:
+            raise ValueError("min_changed_px and frame_cells must be >= 1 (0 would call a blank cell new text)")
+        if not 0 < self.edge_threshold < 255:
+            raise ValueError(f"edge_threshold must be in 1..254, got {self.edge_threshold}")
         if self.stable_ticks < 1:
             raise ValueError(f"stable_ticks must be >= 1, got {self.stable_ticks}")
         if self.min_gap_s < 0:
