@@ -37,6 +37,9 @@ class AudioError(Exception):
         super().__init__(message)
         self.error_type = error_type
 
+    def __reduce__(self):  # picklable with both arguments (it crosses process boundaries)
+        return type(self), (self.error_type, str(self))
+
 
 def _frame_signature(frame: av.AudioFrame) -> tuple[str, str, int, int]:
     return frame.format.name, frame.layout.name, frame.layout.nb_channels, frame.sample_rate

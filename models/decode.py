@@ -54,6 +54,9 @@ class DecodeError(Exception):
         super().__init__(message)
         self.error_type = error_type
 
+    def __reduce__(self):  # picklable with both arguments (it crosses process boundaries)
+        return type(self), (self.error_type, str(self))
+
 
 @dataclasses.dataclass(frozen=True)
 class DecodeConfig:
@@ -66,6 +69,8 @@ class DecodeConfig:
     audio: bool = False  # decode the default audio stream for ASR
     max_audio_s: float = 3600.0  # read at most this much audio
     embed_text_frames: bool = False  # also keep text frames at `short_side` (for their embeddings)
+    max_pixels: int = 36_000_000  # frames larger than this (width x height) are refused: 8K UHD is 33.2 M
+    timeout_s: float | None = None  # give up (error "Timeout") when decoding takes longer than this
 
     def __post_init__(self):
         if self.short_side < 1:
@@ -78,6 +83,10 @@ class DecodeConfig:
             raise ValueError(f"text_max_side must be >= 32, got {self.text_max_side}")
         if self.max_audio_s <= 0:
             raise ValueError(f"max_audio_s must be > 0, got {self.max_audio_s}")
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -156,7 +165,10 @@ def decode_keyframes(source: str | BinaryIO, config: DecodeConfig = DecodeConfig
     with container:
         if not container.streams.video:
             raise DecodeError("NoVideoStream", "the file has no video stream")
+        if _is_still_image(container.format.name):
+            raise DecodeError("NotAVideo", f"the file is a still image ({container.format.name}), not a video")
         stream = container.streams.best("video") or container.streams.video[0]
+        _check_size(stream.codec_context.width, stream.codec_context.height, config.max_pixels, "declared")
         stream.thread_type = "AUTO"
         if config.threads:
             stream.codec_context.thread_count = config.threads
@@ -184,6 +196,8 @@ class _Pass:
         # (candidate, image at short_side or None, image at text size, edge map), as in `kept`
         self.text_kept: list[tuple[Candidate, np.ndarray | None, np.ndarray, np.ndarray]] = []
         self.index = -1
+        self.started = time.perf_counter()
+        self.last_size = (0, 0)
         self.last_t = 0.0
         self.rotation = 0.0
         self.size: tuple[int, int] | None = None
@@ -235,6 +249,11 @@ class _Pass:
         cfg = self.config
         self.index += 1
         index = self.index
+        if cfg.timeout_s is not None and time.perf_counter() - self.started > cfg.timeout_s:
+            raise DecodeError("Timeout", f"decoding took more than {cfg.timeout_s:g} s (at frame {index})")
+        if index == 0 or frame.width != self.last_size[0] or frame.height != self.last_size[1]:
+            _check_size(frame.width, frame.height, cfg.max_pixels, "decoded")
+            self.last_size = (frame.width, frame.height)
         t = _timestamp(frame, self.stream, index, self.fps)
         if cfg.max_duration_s is not None and t > cfg.max_duration_s:
             self.truncated = True
@@ -364,6 +383,20 @@ class _Pass:
             frames.append(OcrFrame(c.frame_index, c.timestamp_s, c.reason, read.frame_index,
                                    img if src == len(frames) else None))
         return frames
+
+
+def _is_still_image(format_name: str) -> bool:
+    # FFmpeg opens a PNG or JPEG (whatever its extension) through its image demuxers as a one-frame
+    # "video"; a search index has no use for it as a video. Animated GIF/WebP are not refused.
+    names = set(format_name.split(","))
+    return bool(names & {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe", "jpegls_pipe",
+                         "j2k_pipe", "qoi_pipe", "dpx_pipe", "exr_pipe", "pam_pipe", "pbm_pipe", "pgm_pipe",
+                         "ppm_pipe", "psd_pipe", "sgi_pipe", "svg_pipe", "xpm_pipe", "xwd_pipe"})
+
+
+def _check_size(width: int, height: int, max_pixels: int, what: str) -> None:
+    if width and height and width * height > max_pixels:
+        raise DecodeError("TooLarge", f"{what} frame size {width}x{height} is over the {max_pixels:,}-pixel limit")
 
 
 def _thin(kept: list[tuple], limit: int) -> list[tuple]:

@@ -16,7 +16,6 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from models import asr as asr_models
@@ -26,7 +25,8 @@ from models.codebook import Codebook, CodebookError
 from models.decode import DecodeConfig
 from models.keyframes import SamplingConfig
 from models.textframes import TextSamplingConfig
-from pipelines.summary import format_summary, summarize, table_files, write_summary
+from pipelines.output import commit_run, new_run_id, prepare_output, staging_dir
+from pipelines.summary import format_summary, summarize, write_summary
 from schemas import forward_index as fi
 from schemas.manifest import ManifestSpec
 from transforms.asr import Transcribe
@@ -34,7 +34,7 @@ from transforms.assemble import AssembleConfig, AssembleRows, error_row
 from transforms.decode import DecodeVideos
 from transforms.ocr import ReadText
 from transforms.embed import EmbedFrames
-from transforms.read_manifest import ReadManifest, resolve_input
+from transforms.read_manifest import ReadManifest, SkipDone, resolve_input
 from transforms.tokenize import TokenizeConfig, TokenizeFrames
 from transforms.write import WriteForwardIndex
 
@@ -66,8 +66,16 @@ class ExtractOptions(PipelineOptions):
         parser.add_argument("--clock-interval-s", dest="clock_interval_s", type=float,
                             default=SamplingConfig.clock_interval_s)
         parser.add_argument("--analysis-fps", dest="analysis_fps", type=float, default=SamplingConfig.analysis_fps)
-        parser.add_argument("--max-duration-s", dest="max_duration_s", type=float, default=None,
-                            help="read at most this many seconds of each video (default: all)")
+        parser.add_argument("--max-duration-s", dest="max_duration_s", type=float, default=3600.0,
+                            help="read at most this many seconds of each video (default %(default)s)")
+        parser.add_argument("--decode-timeout-s", dest="decode_timeout_s", type=float, default=900.0,
+                            help="a video whose decoding takes longer is an error row 'Timeout' (default %(default)s)")
+        parser.add_argument("--max-pixels", dest="max_pixels", type=int, default=DecodeConfig.max_pixels,
+                            help="frames with more pixels are refused as 'TooLarge' (default %(default)s)")
+        parser.add_argument("--isolate-decode", dest="isolate_decode", action="store_true", default=True,
+                            help="decode in a child process per worker, so a decoder crash or hang costs one "
+                                 "video (default on)")
+        parser.add_argument("--no-isolate-decode", dest="isolate_decode", action="store_false")
         parser.add_argument("--codebook", default=None,
                             help="frame-level visual dictionary directory (vmm train-codebook --level frame)")
         parser.add_argument("--patch-codebook", dest="patch_codebook", default=None,
@@ -104,6 +112,9 @@ class ExtractOptions(PipelineOptions):
                             help="transcribe at most this many seconds of audio per video (default %(default)s)")
         parser.add_argument("--overwrite", action="store_true", default=False,
                             help="replace the tables of an earlier run in --output")
+        parser.add_argument("--skip-existing", dest="skip_existing", action="store_true", default=False,
+                            help="resume: process only the entries whose video_id is not yet in --output "
+                                 "(videos or errors); files of runs that did not commit are deleted first")
         parser.add_argument("--progress", dest="progress", action="store_true", default=None,
                             help="progress bar (default: when stderr is a terminal and the run is local)")
         parser.add_argument("--no-progress", dest="progress", action="store_false")
@@ -125,6 +136,7 @@ class ExtractConfig:
     tokenize: TokenizeConfig
     codebook_ids: tuple[tuple[str, str], ...]  # (metadata key, dictionary id)
     progress: bool
+    isolate_decode: bool = True
     ocr: ocr_models.OcrConfig | None = None
     ocr_model_id: str | None = None
     asr: asr_models.AsrConfig | None = None
@@ -222,6 +234,8 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
             sampling=sampling,
             short_side=clip_models.image_size(opts.clip_model),
             max_duration_s=opts.max_duration_s,
+            max_pixels=opts.max_pixels,
+            timeout_s=opts.decode_timeout_s,
             text=TextSamplingConfig(max_text_frames=opts.max_text_frames) if ocr is not None else None,
             text_max_side=opts.ocr_max_side,
             audio=asr is not None,
@@ -237,6 +251,7 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         tokenize=TokenizeConfig(codebook=opts.codebook, patch_codebook=opts.patch_codebook),
         codebook_ids=tuple(codebook_ids),
         progress=progress,
+        isolate_decode=opts.isolate_decode,
         ocr=ocr,
         ocr_model_id=ocr_model_id,
         asr=asr,
@@ -244,10 +259,17 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
     )
 
 
-def build_pipeline(p: beam.Pipeline, config: ExtractConfig) -> None:
-    """Wires the stages: manifest → decode → CLIP / OCR / ASR → assemble → Parquet."""
+def build_pipeline(p: beam.Pipeline, config: ExtractConfig, run_id: str, skip_files: list[str] = ()) -> None:
+    """Wires the stages: manifest → decode → CLIP / OCR / ASR → assemble → Parquet (staged under run_id).
+
+    `skip_files`: committed `videos` / `errors` files of earlier runs; their video ids are skipped.
+    """
     manifest = p | "ReadManifest" >> ReadManifest(config.manifest, list(config.manifest_files))
-    decoded = manifest["requests"] | "DecodeVideos" >> DecodeVideos(config.decode, config.progress)
+    if skip_files:
+        manifest = manifest | "SkipDone" >> SkipDone(list(skip_files))
+    decoded = manifest["requests"] | "DecodeVideos" >> DecodeVideos(
+        config.decode, config.progress, isolate=config.isolate_decode
+    )
     embedded = {"frames": decoded["frames"], "videos": decoded["videos"]} | "EmbedFrames" >> EmbedFrames(
         config.clip, batch_size=config.clip_batch_size, with_patches=bool(config.tokenize.patch_codebook)
     )
@@ -265,22 +287,8 @@ def build_pipeline(p: beam.Pipeline, config: ExtractConfig) -> None:
     )
     tables = {"videos": rows["videos"], "frames": rows["frames"], "asr_segments": rows["asr_segments"], "errors": errors}
     tables | "WriteForwardIndex" >> WriteForwardIndex(
-        config.output, config.schemas()
+        staging_dir(config.output, run_id), config.schemas()
     )
-
-
-def prepare_output(output: str, overwrite: bool) -> None:
-    """Refuses to mix a new run's shards with an old run's, unless --overwrite."""
-    for table in fi.TABLES:
-        existing = table_files(output, table)
-        if not existing:
-            continue
-        if not overwrite:
-            raise ValueError(
-                f"{output} already holds a forward index ({table}/ has {len(existing)} files): "
-                "pass --overwrite to replace it, or choose another --output"
-            )
-        FileSystems.delete(existing)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -288,18 +296,24 @@ def run(argv: list[str] | None = None) -> int:
     opts = options.view_as(ExtractOptions)
     try:
         config = build_config(options)
-        prepare_output(config.output, opts.overwrite)
+        skip_files = prepare_output(config.output, overwrite=opts.overwrite, skip_existing=opts.skip_existing)
     except (ValueError, clip_models.WeightsUnavailable, CodebookError, ocr_models.OcrUnavailable,
             asr_models.AsrUnavailable) as e:
         logger.error("%s", e)
         print(f"vmm extract: {e}", file=sys.stderr)
         return 2
     started = time.time()
+    run_id = new_run_id()
+    if skip_files:
+        logger.info("--skip-existing: skipping the video ids already in %d files of %s", len(skip_files), config.output)
     p = beam.Pipeline(options=options)
-    build_pipeline(p, config)
+    build_pipeline(p, config, run_id, skip_files)
     result = p.run()
     result.wait_until_finish()
+    committed = commit_run(config.output, run_id)
+    logger.info("run %s committed %d files to %s", run_id, len(committed), config.output)
     summary = summarize(result, config, wall_time_s=time.time() - started)
+    summary["run_id"] = run_id
     write_summary(config.output, summary)
     print(format_summary(summary))
     return 0 if summary["accounting_ok"] else 1

@@ -16,16 +16,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
 from models.version import __version__
+from pipelines.output import table_files
 from schemas import forward_index as fi
 
 logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "run_summary.json"
-
-
-def table_files(output: str, table: str) -> list[str]:
-    result = FileSystems.match([FileSystems.join(output, table, "*.parquet")])[0]
-    return sorted(m.path for m in result.metadata_list)
 
 
 def _read_column(path: str, column: str):

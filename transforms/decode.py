@@ -8,6 +8,12 @@ Each video is decoded once (models.decode), video and audio in the same pass. Ou
   errors -- ErrorRecord: a video that cannot be decoded; nothing else is emitted for it, so every
             entry lands in exactly one of `videos` and `errors`
 An audio track that fails to decode is a stage error on the video, not a lost video.
+
+With `isolate` (the default) decoding runs in a child process per worker (models.isolated): a
+decoder that segfaults or hangs costs that one video -- an error row `DecoderCrash` or `Timeout`
+-- and a fresh child takes the next video. `DecodeConfig.timeout_s` is the per-video limit: checked
+between frames inside the decoder, and enforced by killing the child when a single FFmpeg call
+hangs.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import sys
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from models.decode import DecodeConfig, DecodeError, decode_keyframes
+from models.decode import DecodeConfig, DecodeError, DecodedVideo, decode_keyframes
+from models.isolated import Crashed, Isolated, RemoteError, TimedOut
 from models.audio import SAMPLE_RATE
 from schemas.elements import (
     ErrorRecord,
@@ -51,47 +58,81 @@ def _open_source(uri: str):
     return FileSystems.open(uri, mime_type="application/octet-stream")
 
 
+def decode_uri(uri: str, config: DecodeConfig) -> DecodedVideo:
+    """Opens a video by URI and decodes it (runs in the isolated child, or in-process)."""
+    source = _open_source(uri)
+    try:
+        return decode_keyframes(source, config)
+    finally:
+        if not isinstance(source, str):
+            source.close()
+
+
+# The child gets this long beyond the decoder's own deadline to notice it and answer.
+_HARD_TIMEOUT_GRACE_S = 5.0
+
+
 class _DecodeFn(beam.DoFn):
-    def __init__(self, config: DecodeConfig, progress: bool):
+    def __init__(self, config: DecodeConfig, progress: bool, isolate: bool, decode_fn=decode_uri):
         self._config = config
         self._progress = progress
+        self._isolate = isolate
+        self._decode_fn = decode_fn  # a top-level function (uri, config) -> DecodedVideo
+        self._isolated = None
         self._decoded = beam.metrics.Metrics.counter(_NAMESPACE, "videos_decoded")
         self._failed = beam.metrics.Metrics.counter(_NAMESPACE, "videos_failed")
         self._keyframes = beam.metrics.Metrics.counter(_NAMESPACE, "keyframes")
         self._frames = beam.metrics.Metrics.counter(_NAMESPACE, "frames_decoded")
         self._text_frames = beam.metrics.Metrics.counter(_NAMESPACE, "text_frames")
         self._seconds = beam.metrics.Metrics.distribution(_NAMESPACE, "decode_ms")
+        self._restarts = beam.metrics.Metrics.counter(_NAMESPACE, "decode_child_restarts")
         self._bar = None
 
     def setup(self):
+        if self._isolate:
+            timeout = self._config.timeout_s + _HARD_TIMEOUT_GRACE_S if self._config.timeout_s else None
+            self._isolated = Isolated(timeout_s=timeout, preload=(self._decode_fn.__module__,)).start()
         if self._progress:
             from tqdm import tqdm
 
             self._bar = tqdm(desc=f"decode[{os.getpid()}]", unit="video", file=sys.stderr, leave=False)
 
     def teardown(self):
+        if self._isolated is not None:
+            self._isolated.close()
         if self._bar is not None:
             self._bar.close()
 
+    def _decode(self, uri: str) -> DecodedVideo:
+        """Decodes, in the child when isolated; raises DecodeError with a stable error_type."""
+        if self._isolated is None:
+            try:
+                return self._decode_fn(uri, self._config)
+            except DecodeError:
+                raise
+            except (OSError, ValueError) as e:
+                # FileSystems raises these for unreadable objects (permissions, bad scheme, ...).
+                raise DecodeError(type(e).__name__, str(e)) from e
+        restarts = self._isolated.restarts
+        try:
+            return self._isolated.call(self._decode_fn, uri, self._config)
+        except RemoteError as e:
+            raise DecodeError(e.details.get("error_type") or e.type_name, str(e)) from e
+        except TimedOut as e:
+            raise DecodeError("Timeout", f"decoding did not finish: {e}") from e
+        except Crashed as e:
+            raise DecodeError("DecoderCrash", f"the decoder process crashed: {e}") from e
+        finally:
+            self._restarts.inc(self._isolated.restarts - restarts)
+
     def process(self, request: VideoRequest):
         try:
-            source = _open_source(request.uri)
-            try:
-                decoded = decode_keyframes(source, self._config)
-            finally:
-                if not isinstance(source, str):
-                    source.close()
+            decoded = self._decode(request.uri)
         except DecodeError as e:
             self._failed.inc()
+            logger.info("video %s (%s): %s: %s", request.video_id, request.uri, e.error_type, e)
             yield beam.pvalue.TaggedOutput(
                 ERRORS, ErrorRecord(request.video_id, request.uri, "decode", e.error_type, str(e))
-            )
-            return
-        except (OSError, ValueError) as e:
-            # FileSystems raises these for unreadable objects (permissions, bad scheme, ...).
-            self._failed.inc()
-            yield beam.pvalue.TaggedOutput(
-                ERRORS, ErrorRecord(request.video_id, request.uri, "decode", type(e).__name__, str(e))
             )
             return
         finally:
@@ -139,13 +180,15 @@ class DecodeVideos(beam.PTransform):
     """VideoRequest → {'videos': VideoInfo, 'frames': VideoFrames, 'ocr': OcrInput, 'audio': VideoAudio,
     'errors': ErrorRecord}."""
 
-    def __init__(self, config: DecodeConfig, progress: bool = False):
+    def __init__(self, config: DecodeConfig, progress: bool = False, isolate: bool = True, decode_fn=decode_uri):
         super().__init__()
         self._config = config
         self._progress = progress
+        self._isolate = isolate
+        self._decode_fn = decode_fn
 
     def expand(self, requests):
-        out = requests | "Decode" >> beam.ParDo(_DecodeFn(self._config, self._progress)).with_outputs(
+        out = requests | "Decode" >> beam.ParDo(_DecodeFn(self._config, self._progress, self._isolate, self._decode_fn)).with_outputs(
             FRAMES, OCR, AUDIO, ERRORS, main="videos"
         )
         # Break fusion after decoding so each model stage spreads over workers independently.

@@ -196,3 +196,42 @@ class _CountFn(beam.DoFn):
     def process(self, element):
         self._entries.inc()
         yield element
+
+
+def _unseen(element):
+    video_id, grouped = element
+    if grouped["done"]:
+        return
+    for x in grouped["todo"]:
+        yield x
+
+
+class SkipDone(beam.PTransform):
+    """{'requests', 'errors'} → the same, without the video ids already in earlier runs' files.
+
+    `done_files`: committed `videos` / `errors` Parquet files; their `video_id` column is read in the
+    pipeline (an anti-join, so it scales with the index, not with one machine's memory).
+    """
+
+    def __init__(self, done_files: list[str]):
+        super().__init__()
+        self._files = list(done_files)
+
+    def expand(self, manifest):
+        from apache_beam.io.parquetio import ReadAllFromParquet
+
+        done = (
+            manifest["requests"].pipeline
+            | "DoneFiles" >> beam.Create(self._files)
+            | "ReadDoneIds" >> ReadAllFromParquet(columns=["video_id"])
+            | "KeyDone" >> beam.Map(lambda row: (row["video_id"], None))
+        )
+        out = {}
+        for name in ("requests", "errors"):
+            keyed = manifest[name] | f"Key{name.capitalize()}" >> beam.Map(lambda x: (x.video_id, x))
+            out[name] = (
+                {"todo": keyed, "done": done}
+                | f"Join{name.capitalize()}" >> beam.CoGroupByKey()
+                | f"Unseen{name.capitalize()}" >> beam.FlatMap(_unseen)
+            )
+        return out

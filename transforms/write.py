@@ -1,9 +1,10 @@
 """WriteForwardIndex: table rows → sharded Parquet files under the output directory.
 
-Consumes dict rows per table (`videos`, `frames`, `errors`) and writes
-`OUTPUT/<table>/part-SSSSS-of-NNNNN.parquet` with the schemas from `schemas.forward_index`,
-whose metadata becomes every file's key-value metadata. Beam's file sinks write each shard under
-a temporary name and rename it when the bundle commits, so readers never see half a file.
+Consumes dict rows per table (`videos`, `frames`, `asr_segments`, `errors`) and writes
+`DIR/<table>/part-SSSSS-of-NNNNN.parquet` with the schemas from `schemas.forward_index`, whose
+metadata becomes every file's key-value metadata. `DIR` is the run's staging directory
+(pipelines.output): the finished run's shards are moved into the output directory, with the run id
+in their names, only once the whole pipeline has succeeded.
 """
 
 from __future__ import annotations

@@ -1,0 +1,197 @@
+"""Run risky native work in a child process: a crash or a hang costs one call, not the worker.
+
+Consumes a picklable top-level function and its arguments.
+Produces the function's return value, or raises `Crashed` (the child died: a segfault or abort in
+a decoder, or the OOM killer), `TimedOut` (no answer within `timeout_s`; the child is killed), or
+`RemoteError` (the function raised; its type name and message travel back).
+
+One long-lived child serves every call, so the price is a pickle of the arguments and the result
+through a pipe, not a process start; a new child starts only after a crash or a timeout. Children
+are fresh interpreters (`python -c`, the parent's sys.path) -- never forked from a parent that
+runs torch, ONNX Runtime and CTranslate2 thread pools, where a fork can inherit a held lock and
+hang, and never re-running the parent's __main__ as multiprocessing's "spawn" does.
+
+No Beam in here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+
+class Crashed(Exception):
+    """The child process died while working (its exit code is in the message)."""
+
+
+class TimedOut(Exception):
+    """The call did not finish within its time limit; the child was killed."""
+
+
+class RemoteError(Exception):
+    """The function raised in the child. `type_name` is the original exception's class name."""
+
+    def __init__(self, type_name: str, message: str, details: Any = None):
+        super().__init__(message)
+        self.type_name = type_name
+        self.details = details  # attributes worth keeping (e.g. a DecodeError's error_type)
+
+
+def _child_main(fd: int, preload: tuple[str, ...] = ()) -> None:
+    """Entry point of the child interpreter: import `preload`, then serve requests on the socket."""
+    import importlib
+
+    # The parent owns Ctrl-C; a child must not die of the terminal's SIGINT mid-call.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for module in preload:
+        importlib.import_module(module)
+    _serve(Connection(fd))
+
+
+def _serve(conn) -> None:
+    """The child's loop: receive (fn, args), send ("ok", result) or ("error", ...)."""
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        fn, args, kwargs = request
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 -- everything goes back to the parent
+            details = {k: v for k, v in vars(e).items() if isinstance(v, (str, int, float, bool))}
+            conn.send(("error", (type(e).__name__, str(e), details, traceback.format_exc(limit=5))))
+            continue
+        conn.send(("ok", result))
+
+
+class Isolated:
+    """Calls functions in one long-lived child process. Thread-safe (calls are serialised)."""
+
+    def __init__(self, timeout_s: float | None = None, preload: tuple[str, ...] = (), start_timeout_s: float = 120.0):
+        """`preload`: modules the child imports before it is ready, so that a call's time limit is
+        spent on the call, not on importing what its function needs."""
+        if timeout_s is not None and timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.timeout_s = timeout_s
+        self._preload = tuple(preload)
+        self._start_timeout_s = start_timeout_s
+        self._process = None
+        self._conn = None
+        self._lock = threading.Lock()
+        self.restarts = 0
+
+    def start(self) -> "Isolated":
+        """Starts the child now (a call would otherwise start it, inside its own time limit)."""
+        with self._lock:
+            self._ensure_started()
+        return self
+
+    def _ensure_started(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            return
+        self._stop()
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)
+        code = f"from models.isolated import _child_main; _child_main({theirs.fileno()}, {self._preload!r})"
+        process = subprocess.Popen([sys.executable, "-c", code], pass_fds=(theirs.fileno(),), env=env,
+                                   stdin=subprocess.DEVNULL)
+        theirs.close()
+        parent = Connection(ours.detach())
+        if not parent.poll(self._start_timeout_s):
+            process.kill()
+            raise Crashed(f"worker child did not start within {self._start_timeout_s:.0f} s")
+        try:
+            parent.recv()
+        except EOFError as e:
+            raise Crashed(f"worker child died while starting (exit code {process.poll()})") from e
+        self._process, self._conn = process, parent
+
+    def call(self, fn: Callable, *args, **kwargs):
+        with self._lock:
+            self._ensure_started()
+            started = time.monotonic()
+            try:
+                self._conn.send((fn, args, kwargs))
+            except (BrokenPipeError, OSError) as e:
+                self._restart()
+                raise Crashed(f"worker child is gone: {e}") from e
+            try:
+                ready = self._conn.poll(self.timeout_s)
+            except (EOFError, OSError):
+                ready = True  # the recv below reports it
+            if not ready:
+                self._restart()
+                raise TimedOut(f"no result after {time.monotonic() - started:.1f} s (limit {self.timeout_s:g} s)")
+            try:
+                status, payload = self._conn.recv()
+            except (EOFError, OSError) as e:
+                code = self._exit_code()
+                self._restart()
+                raise Crashed(f"worker child died (exit code {code}{_signal_name(code)})") from e
+        if status == "error":
+            type_name, message, details, trace = payload
+            raise RemoteError(type_name, message, details)
+        return payload
+
+    def _exit_code(self) -> int | None:
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(5)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _restart(self) -> None:
+        self.restarts += 1
+        self._stop()
+
+    def _stop(self) -> None:
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        if conn is not None:
+            try:
+                conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            conn.close()
+        if process is not None:
+            try:
+                process.wait(0.5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def __enter__(self) -> "Isolated":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _signal_name(code: int | None) -> str:
+    if code is None or code >= 0:
+        return ""
+    try:
+        return f", {signal.Signals(-code).name}"
+    except ValueError:
+        return ""

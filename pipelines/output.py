@@ -1,0 +1,143 @@
+"""The output directory as a sequence of committed runs: staging, commit, resume. Any Beam filesystem.
+
+Layout:
+    OUT/<table>/part-<run_id>-SSSSS-of-NNNNN.parquet   committed shards (what readers read)
+    OUT/_runs/<run_id>.json                            commit marker: the run's files, written last
+    OUT/_staging/<run_id>/<table>/...                  a run's shards while it runs (Beam writes its
+                                                       own temporary files under here too)
+
+A run writes only under `_staging/<run_id>/` (a leading underscore: pyarrow, pandas, DuckDB and
+Spark directory readers skip it, and `OUT/<table>/*.parquet` does not match it). When the pipeline
+has finished, `commit_run` renames each shard into its table directory -- a single-file rename,
+so a reader never sees half a file -- and then writes the marker. A run killed before its marker
+leaves shards that no marker names; the next run that resumes (`--skip-existing`) or overwrites
+deletes them first, so the committed rows are always made of whole runs, and resuming redoes
+exactly the entries whose rows were not committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import re
+import time
+import uuid
+
+from apache_beam.io.filesystems import FileSystems
+
+from schemas import forward_index as fi
+
+logger = logging.getLogger(__name__)
+
+RUNS_DIR = "_runs"
+STAGING_DIR = "_staging"
+_SHARD = re.compile(r"^part-(?P<run>\d{8}T\d{6}-[0-9a-f]{8})-(?P<rest>\d+-of-\d+)\.parquet$")
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time plus 8 random hex digits."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+def staging_dir(output: str, run_id: str) -> str:
+    return FileSystems.join(output, STAGING_DIR, run_id)
+
+
+def _match(pattern: str) -> list[str]:
+    result = FileSystems.match([pattern])[0]
+    return sorted(m.path for m in result.metadata_list)
+
+
+def committed_runs(output: str) -> set[str]:
+    return {posixpath.basename(p)[: -len(".json")] for p in _match(FileSystems.join(output, RUNS_DIR, "*.json"))}
+
+
+def run_of(path: str) -> str | None:
+    m = _SHARD.match(posixpath.basename(path))
+    return m.group("run") if m else None
+
+
+def table_files(output: str, table: str, runs: set[str] | None = None) -> list[str]:
+    """A table's committed shards (those of runs with a marker)."""
+    runs = committed_runs(output) if runs is None else runs
+    return [p for p in _match(FileSystems.join(output, table, "*.parquet")) if run_of(p) in runs]
+
+
+def orphan_files(output: str) -> list[str]:
+    """Shards no commit marker names (left by a killed run), and leftover staging files."""
+    runs = committed_runs(output)
+    orphans = []
+    for table in fi.TABLES:
+        orphans += [p for p in _match(FileSystems.join(output, table, "*")) if run_of(p) not in runs]
+    orphans += _match(FileSystems.join(output, STAGING_DIR, "**"))
+    return orphans
+
+
+def prepare_output(output: str, *, overwrite: bool, skip_existing: bool) -> list[str]:
+    """Readies `output` for a new run; returns the committed files to skip the entries of.
+
+    Refuses (ValueError) to add to an existing index unless --skip-existing (resume: the new run
+    adds the entries not yet in it) or --overwrite (start again).
+    """
+    if overwrite and skip_existing:
+        raise ValueError("--overwrite and --skip-existing contradict each other: choose one")
+    runs = committed_runs(output)
+    committed = {t: table_files(output, t, runs) for t in fi.TABLES}
+    orphans = orphan_files(output)
+    if overwrite:
+        doomed = [p for files in committed.values() for p in files] + orphans
+        doomed += _match(FileSystems.join(output, RUNS_DIR, "*.json"))
+        if doomed:
+            logger.info("--overwrite: deleting %d files of earlier runs in %s", len(doomed), output)
+            FileSystems.delete(doomed)
+        return []
+    if skip_existing:
+        if orphans:
+            logger.warning("deleting %d files of runs that did not commit (killed?) in %s", len(orphans), output)
+            FileSystems.delete(orphans)
+        return committed["videos"] + committed["errors"]
+    if any(committed.values()) or orphans:
+        what = ", ".join(f"{t}/ has {len(f)} files" for t, f in committed.items() if f) or "uncommitted run files"
+        raise ValueError(
+            f"{output} already holds a forward index ({what}): pass --skip-existing to add only the entries "
+            "not in it yet, --overwrite to replace it, or choose another --output"
+        )
+    return []
+
+
+def _ensure_dir(path: str) -> None:
+    # Object stores have no directories; a local rename needs its target's.
+    if not FileSystems.exists(path):
+        try:
+            FileSystems.mkdirs(path)
+        except OSError:
+            pass  # made meanwhile, or a store without directories
+
+
+def commit_run(output: str, run_id: str) -> list[str]:
+    """Moves a finished run's shards into place, then writes its marker. Returns the new paths."""
+    stage = staging_dir(output, run_id)
+    sources, targets = [], []
+    for table in fi.TABLES:
+        for path in _match(FileSystems.join(stage, table, "*.parquet")):
+            # Staged as part-SSSSS-of-NNNNN.parquet; committed with the run id in the name.
+            name = posixpath.basename(path)
+            sources.append(path)
+            targets.append(FileSystems.join(output, table, f"part-{run_id}-{name[len('part-'):]}"))
+    for table in fi.TABLES:
+        _ensure_dir(FileSystems.join(output, table))
+    if sources:
+        FileSystems.rename(sources, targets)
+    marker = FileSystems.join(output, RUNS_DIR, f"{run_id}.json")
+    tmp = FileSystems.join(output, RUNS_DIR, f".{run_id}.json.tmp")
+    _ensure_dir(FileSystems.join(output, RUNS_DIR))
+    with FileSystems.create(tmp) as f:
+        f.write(json.dumps({"run_id": run_id, "files": targets}, indent=1).encode("utf-8"))
+    FileSystems.rename([tmp], [marker])
+    leftovers = _match(FileSystems.join(stage, "**"))
+    if leftovers:
+        FileSystems.delete(leftovers)
+    if FileSystems.exists(stage):
+        FileSystems.delete([stage])  # the emptied local directories
+    return targets
