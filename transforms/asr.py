@@ -16,8 +16,11 @@ import time
 
 import apache_beam as beam
 
+import dataclasses
+
 from models.asr import AsrConfig, AsrEngine
 from schemas.elements import StageError, VideoAsr, VideoAudio
+from transforms.files import localize
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,8 @@ def engine_for(config: AsrConfig) -> AsrEngine:
     with _ENGINES_LOCK:
         if config not in _ENGINES:
             started = time.perf_counter()
-            _ENGINES[config] = AsrEngine(config).load()
+            local = dataclasses.replace(config, model=localize(config.model))  # a model folder in a bucket
+            _ENGINES[config] = AsrEngine(local).load()
             logger.info("ASR model %s loaded in %.1f s", _ENGINES[config].model_id, time.perf_counter() - started)
         return _ENGINES[config]
 

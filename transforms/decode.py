@@ -73,8 +73,10 @@ _HARD_TIMEOUT_GRACE_S = 5.0
 
 
 class _DecodeFn(beam.DoFn):
-    def __init__(self, config: DecodeConfig, progress: bool, isolate: bool, decode_fn=decode_uri):
+    def __init__(self, config: DecodeConfig, progress: bool, isolate: bool, decode_fn=decode_uri,
+                 plugins: tuple[str, ...] = ()):
         self._config = config
+        self._plugins = tuple(plugins)
         self._progress = progress
         self._isolate = isolate
         self._decode_fn = decode_fn  # a top-level function (uri, config) -> DecodedVideo
@@ -91,7 +93,7 @@ class _DecodeFn(beam.DoFn):
     def setup(self):
         if self._isolate:
             timeout = self._config.timeout_s + _HARD_TIMEOUT_GRACE_S if self._config.timeout_s else None
-            self._isolated = Isolated(timeout_s=timeout, preload=(self._decode_fn.__module__,)).start()
+            self._isolated = Isolated(timeout_s=timeout, preload=(*self._plugins, self._decode_fn.__module__)).start()
         if self._progress:
             from tqdm import tqdm
 
@@ -180,15 +182,18 @@ class DecodeVideos(beam.PTransform):
     """VideoRequest → {'videos': VideoInfo, 'frames': VideoFrames, 'ocr': OcrInput, 'audio': VideoAudio,
     'errors': ErrorRecord}."""
 
-    def __init__(self, config: DecodeConfig, progress: bool = False, isolate: bool = True, decode_fn=decode_uri):
+    def __init__(self, config: DecodeConfig, progress: bool = False, isolate: bool = True, decode_fn=decode_uri,
+                 plugins: tuple[str, ...] = ()):
+        """`plugins`: modules the decode child imports first (Beam's --beam_plugins: e.g. a filesystem)."""
         super().__init__()
+        self._plugins = tuple(plugins)
         self._config = config
         self._progress = progress
         self._isolate = isolate
         self._decode_fn = decode_fn
 
     def expand(self, requests):
-        out = requests | "Decode" >> beam.ParDo(_DecodeFn(self._config, self._progress, self._isolate, self._decode_fn)).with_outputs(
+        out = requests | "Decode" >> beam.ParDo(_DecodeFn(self._config, self._progress, self._isolate, self._decode_fn, self._plugins)).with_outputs(
             FRAMES, OCR, AUDIO, ERRORS, main="videos"
         )
         # Break fusion after decoding so each model stage spreads over workers independently.

@@ -8,6 +8,7 @@ Frames and titles share one RunInference step, so each worker process holds one 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Iterable, Sequence
 
@@ -17,6 +18,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 
 from models.clip import ClipConfig, ClipEncoder
 from schemas.elements import FrameFeatures, VideoFrames, VideoInfo
+from transforms.files import localize
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +34,19 @@ class ClipModelHandler(ModelHandler[Any, np.ndarray, ClipEncoder]):
     """
 
     def __init__(self, config: ClipConfig, *, min_batch_size: int = 1, max_batch_size: int = 32,
-                 large_model: bool = False, with_patches: bool = False):
-        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size, large_model=large_model)
+                 large_model: bool = False, model_copies: int | None = None, with_patches: bool = False):
+        # large_model / model_copies: RunInference then holds the model in a separate process per
+        # machine (multi_process_shared) that the SDK worker processes call into, instead of one copy
+        # per worker process: what a GPU, or a model too big for N copies in RAM, needs.
+        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size, large_model=large_model,
+                         model_copies=model_copies)
         self._config = config
         self._with_patches = with_patches
 
     def load_model(self) -> ClipEncoder:
-        return ClipEncoder(self._config).load()
+        # A checkpoint in a bucket is copied to this machine first (once per machine).
+        config = dataclasses.replace(self._config, pretrained=localize(self._config.pretrained))
+        return ClipEncoder(config).load()
 
     def run_inference(self, batch: Sequence[Any], model: ClipEncoder, inference_args=None) -> Iterable[PredictionResult]:
         out: list[Any] = []
@@ -89,10 +97,11 @@ class EmbedFrames(beam.PTransform):
     """{'frames': VideoFrames, 'videos': VideoInfo} → {'frames': (id, FrameFeatures), 'titles': (id, emb)}."""
 
     def __init__(self, config: ClipConfig, batch_size: int = 32, large_model: bool = False,
-                 with_patches: bool = False):
+                 with_patches: bool = False, model_copies: int | None = None):
         super().__init__()
         self._handler = KeyedModelHandler(
-            ClipModelHandler(config, max_batch_size=batch_size, large_model=large_model, with_patches=with_patches)
+            ClipModelHandler(config, max_batch_size=batch_size, large_model=large_model, model_copies=model_copies,
+                             with_patches=with_patches)
         )
 
     def expand(self, inputs):

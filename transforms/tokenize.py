@@ -17,6 +17,7 @@ from apache_beam.utils import shared
 
 from models.codebook import Codebook
 from schemas.elements import FrameFeatures
+from transforms.files import localize
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ class _TokenizeFn(beam.DoFn):
         cfg = self._config
 
         def load():
-            frame = Codebook.load(cfg.codebook) if cfg.codebook else None
-            patch = Codebook.load(cfg.patch_codebook) if cfg.patch_codebook else None
+            frame = Codebook.load(localize(cfg.codebook)) if cfg.codebook else None
+            patch = Codebook.load(localize(cfg.patch_codebook)) if cfg.patch_codebook else None
             logger.info("loaded visual dictionaries frame=%s patch=%s", frame, patch)
             return _Loaded(frame, patch)
 
