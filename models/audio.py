@@ -19,6 +19,8 @@ from typing import BinaryIO
 import av
 import numpy as np
 
+from models.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
@@ -30,15 +32,8 @@ DEFAULT_MAX_AUDIO_S = 3600.0
 _SWR_OPTIONS = {"rematrix_maxval": "1.0"}
 
 
-class AudioError(Exception):
-    """An audio track that cannot be decoded. `error_type` is a stable name for the `errors` table."""
-
-    def __init__(self, error_type: str, message: str):
-        super().__init__(message)
-        self.error_type = error_type
-
-    def __reduce__(self):  # picklable with both arguments (it crosses process boundaries)
-        return type(self), (self.error_type, str(self))
+class AudioError(InputError):
+    """An audio track that cannot be decoded."""
 
 
 def _frame_signature(frame: av.AudioFrame) -> tuple[str, str, int, int]:

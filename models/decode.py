@@ -23,6 +23,7 @@ import av
 import numpy as np
 
 from models.audio import AudioCollector, AudioError
+from models.errors import InputError
 from models.keyframes import (
     Candidate,
     CandidateDetector,
@@ -47,15 +48,8 @@ logger = logging.getLogger(__name__)
 _ANALYSIS_SIZE = (64, 36)
 
 
-class DecodeError(Exception):
-    """A video that cannot be decoded. `error_type` is a stable name for the `errors` table."""
-
-    def __init__(self, error_type: str, message: str):
-        super().__init__(message)
-        self.error_type = error_type
-
-    def __reduce__(self):  # picklable with both arguments (it crosses process boundaries)
-        return type(self), (self.error_type, str(self))
+class DecodeError(InputError):
+    """A video that cannot be decoded."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,40 +4,31 @@ Consumes VideoAudio (16 kHz mono float32, decoded once by DecodeVideos in the sa
 Produces (video_id, VideoAsr): a models.asr.AsrResult, or the stage error that stopped it -- a
 failed transcription never loses the video, it is recorded on the video's row.
 
-One Whisper model per worker process, shared by every DoFn instance in it (CTranslate2 runs its own
-threads; a second copy per process would only fight the first for the same cores).
+One Whisper model per worker process, shared by every DoFn instance in it (transforms.process_cache).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import threading
 import time
 
 import apache_beam as beam
 
-import dataclasses
-
 from models.asr import AsrConfig, AsrEngine
 from schemas.elements import StageError, VideoAsr, VideoAudio
 from transforms.files import localize
+from transforms.process_cache import process_model
 
 logger = logging.getLogger(__name__)
 
 _NAMESPACE = "vmm"
-_ENGINES: dict[AsrConfig, AsrEngine] = {}
-_ENGINES_LOCK = threading.Lock()
 
 
 def engine_for(config: AsrConfig) -> AsrEngine:
-    """The process's Whisper for `config` (loaded on first use)."""
-    with _ENGINES_LOCK:
-        if config not in _ENGINES:
-            started = time.perf_counter()
-            local = dataclasses.replace(config, model=localize(config.model))  # a model folder in a bucket
-            _ENGINES[config] = AsrEngine(local).load()
-            logger.info("ASR model %s loaded in %.1f s", _ENGINES[config].model_id, time.perf_counter() - started)
-        return _ENGINES[config]
+    """The process's Whisper for `config` (loaded on first use; a model folder in a bucket is copied first)."""
+    return process_model("ASR", config,
+                         lambda: AsrEngine(dataclasses.replace(config, model=localize(config.model))).load())
 
 
 class _TranscribeFn(beam.DoFn):

@@ -7,13 +7,13 @@ video's subtitle lines / overlay strings / scene text (rules in models.ocr_domai
 frames were read and reused. A frame the engine fails on is a stage error on its video; the other
 frames are still read.
 
-The engine is loaded once per worker process and shared by every DoFn instance in it.
+The engine is loaded once per worker process and shared by every DoFn instance in it
+(transforms.process_cache).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import apache_beam as beam
@@ -21,22 +21,16 @@ import apache_beam as beam
 from models.ocr import OcrConfig, OcrEngine, load_engine
 from models.ocr_domains import DomainConfig, FrameText, classify_video
 from schemas.elements import OcrInput, OcrItem, StageError, VideoOcr
+from transforms.process_cache import process_model
 
 logger = logging.getLogger(__name__)
 
 _NAMESPACE = "vmm"
-_ENGINES: dict[OcrConfig, OcrEngine] = {}
-_ENGINES_LOCK = threading.Lock()
 
 
 def engine_for(config: OcrConfig) -> OcrEngine:
     """The process's engine for `config` (loaded on first use)."""
-    with _ENGINES_LOCK:
-        if config not in _ENGINES:
-            started = time.perf_counter()
-            _ENGINES[config] = load_engine(config)
-            logger.info("OCR engine %s loaded in %.1f s", _ENGINES[config].model_id(), time.perf_counter() - started)
-        return _ENGINES[config]
+    return process_model("OCR", config, lambda: load_engine(config))
 
 
 def read_video(engine: OcrEngine, item: OcrInput, domains: DomainConfig = DomainConfig()) -> VideoOcr:
