@@ -92,6 +92,10 @@ class OcrFrame:
     reason: str  # a keyframe's reason, or "text"
     source: int  # frame_index of the frame whose OCR lines this frame takes (itself when read)
     image: np.ndarray | None  # uint8 RGB at text resolution, only for frames that are read
+    # A "band" text frame is read from row `crop_top` of its text-resolution image down (`image`
+    # holds only that part); its lines above that row are the previous OCR frame's.
+    crop_top: int = 0
+    text_size: tuple[int, int] = (0, 0)  # (w, h) of the whole frame at text resolution
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -259,11 +263,12 @@ class _Pass:
         if self.detector.wants(t):
             thumb = frame.to_ndarray(format="rgb24", width=_ANALYSIS_SIZE[0], height=_ANALYSIS_SIZE[1])
             candidate = self.detector.observe(index, t, color_signature(thumb))
-        is_text = False
+        is_text = band_only = False
         gray = None
         if self.text is not None and self.text.wants(t):
             gray = self._gray(frame)
             is_text = self.text.observe(t, gray)
+            band_only = is_text and self.text.last_trigger == "band"
         if candidate is None and not is_text:
             return True
         if self.size is None:
@@ -285,7 +290,8 @@ class _Pass:
             if len(self.kept) > 2 * cfg.sampling.max_frames:
                 self.kept = self._thin_keyframes(cfg.sampling.max_frames * 2 - cfg.sampling.max_frames // 2)
         elif is_text:
-            self._add_text_frame((Candidate(index, t, "text"), img, text_img, edges))
+            reason = "text-band" if band_only else "text"  # told apart until _ocr_frames
+            self._add_text_frame((Candidate(index, t, reason), img, text_img, edges))
         return True
 
     def _add_text_frame(self, entry: tuple) -> None:
@@ -374,8 +380,17 @@ class _Pass:
         frames = []
         for (c, _, img, _), src in zip(seen, plan):
             read = seen[src][0]
-            frames.append(OcrFrame(c.frame_index, c.timestamp_s, c.reason, read.frame_index,
-                                   img if src == len(frames) else None))
+            h, w = img.shape[:2]
+            crop = 0
+            if c.reason == "text-band" and frames and self.config.text.crop_band:  # the first frame has nothing to take the rest from
+                margin = 0.08  # a line straddling the band's top edge is read whole
+                crop = int(max(0.0, self.config.text.band_top - margin) * h)
+            keep = None
+            if src == len(frames):
+                keep = np.ascontiguousarray(img[crop:]) if crop else img
+            frames.append(OcrFrame(c.frame_index, c.timestamp_s, "text" if c.reason == "text-band" else c.reason,
+                                   read.frame_index, keep, crop_top=crop if src == len(frames) else 0,
+                                   text_size=(w, h)))
         return frames
 
 

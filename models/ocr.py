@@ -52,6 +52,13 @@ class OcrLine:
         """The same line with its box mapped to another image size (x times sx, y times sy)."""
         return OcrLine(self.text, self.score, scale_box(self.box, sx, sy))
 
+    def shifted(self, dx: float, dy: float) -> OcrLine:
+        """The same line with its box moved by (dx, dy) pixels (a crop's lines back in its frame)."""
+        box = np.asarray(self.box, np.float32).copy()
+        box[0::2] += dx
+        box[1::2] += dy
+        return OcrLine(self.text, self.score, box)
+
 
 def scale_box(box: np.ndarray, sx: float, sy: float) -> np.ndarray:
     """Map a box [8] (x1,y1,..,x4,y4) from the image read to another size: x * sx, y * sy.

@@ -19,6 +19,8 @@ A cell shows new text when at least `cell_change` of its stable edges (and `min_
 pixels) were not edges in the last frame chosen for OCR. A text frame is triggered when a cell of
 the lower band shows new text (subtitles), or when `frame_cells` cells anywhere do (a title card
 or a sign that appears mid-shot). Edges that merely vanish (a line went away) trigger nothing.
+A text frame triggered by the band alone is a "band" frame: OCR reads only its lower part (from a
+little above `band_top`) and takes the rest of its lines from the frame read before it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class TextSamplingConfig:
     min_gap_s: float = 0.0  # at most one text frame per this interval (0: one per tick at most)
     max_text_frames: int = 256  # per video; more are thinned evenly in time
     reuse_change: float = 0.35  # a frame whose every cell changed less than this reuses the last read
+    crop_band: bool = True  # read only the lower band of "band" text frames (the rest is unchanged)
 
     def __post_init__(self):
         if self.min_line_s <= 0:
@@ -118,6 +121,7 @@ class TextChangeDetector:
         self._ref: np.ndarray = np.zeros((TEXT_MAP_H, TEXT_MAP_W), dtype=bool)
         self._last_pick_t: float | None = None
         self._band = band_rows(config)
+        self.last_trigger: str | None = None  # after a True observe(): "band" or "frame"
 
     def wants(self, timestamp_s: float) -> bool:
         return self._config.enabled and timestamp_s >= self._next_tick
@@ -139,7 +143,10 @@ class TextChangeDetector:
             stable &= earlier
         new = _cell_sums(stable & ~self._ref)
         fresh = (new >= cfg.min_changed_px) & (new >= cfg.cell_change * _cell_sums(stable))
+        outside = int(fresh.sum()) - int(fresh[self._band].sum())
         triggered = bool(fresh[self._band].any()) or int(fresh.sum()) >= cfg.frame_cells
+        # "band": new text in the lower band only, so OCR need read just the band of this frame.
+        self.last_trigger = "band" if outside < cfg.frame_cells else "frame"
         if triggered and self._last_pick_t is not None and timestamp_s - self._last_pick_t < cfg.min_gap_s:
             return False  # keep the old reference: the next tick outside the gap still sees the change
         if triggered:

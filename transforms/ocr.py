@@ -37,18 +37,27 @@ def read_video(engine: OcrEngine, item: OcrInput, domains: DomainConfig = Domain
     """OCR of one video's frames (no Beam): reads the frames that carry an image, reuses the rest."""
     read: dict[int, list | None] = {}
     errors: list[StageError] = []
+    previous = None  # the complete lines of the last frame OCR saw (read or reused)
     for frame in item.frames:
         if frame.image is None:
+            previous = read.get(frame.source, previous)
             continue
-        h, w = frame.image.shape[:2]
+        w, h = frame.text_size
         sx, sy = item.width / w, item.height / h
         try:
             lines = engine.read(frame.image)
         except Exception as e:  # an engine failure on one frame must not lose the video
             errors.append(StageError("ocr", type(e).__name__, f"frame {frame.frame_index}: {e}"))
-            read[frame.frame_index] = None
+            read[frame.frame_index] = previous = None
             continue
-        read[frame.frame_index] = [line.scaled(sx, sy) for line in lines]
+        top = frame.crop_top
+        lines = [line.shifted(0, top).scaled(sx, sy) if top else line.scaled(sx, sy) for line in lines]
+        if top:
+            # Only the band was read: the lines above it are those of the frame before.
+            cut = top * sy
+            above = [line for line in previous or () if _center_y(line) < cut]
+            lines = above + lines
+        read[frame.frame_index] = previous = lines
     per_frame = [(f, read.get(f.source)) for f in item.frames]
     known = [(f, lines) for f, lines in per_frame if lines is not None]
     text = classify_video(
@@ -68,6 +77,10 @@ def read_video(engine: OcrEngine, item: OcrInput, domains: DomainConfig = Domain
         frames_reused=len(item.frames) - len(read),
         errors=tuple(errors),
     )
+
+
+def _center_y(line) -> float:
+    return float(line.box[1::2].mean())
 
 
 class _ReadTextFn(beam.DoFn):
