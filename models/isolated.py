@@ -172,7 +172,7 @@ class Isolated:
             conn.close()
         if process is not None:
             try:
-                process.wait(0.5)
+                process.wait(3.0)  # it exits when told to; killed only if it does not
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ctypes
 import time
 
-from transforms.decode import decode_uri
+from transforms.decode_uri import decode_uri
 
 
 def crash_or_decode(uri, config):

@@ -23,10 +23,10 @@ import os
 import sys
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
-from models.decode import DecodeConfig, DecodeError, DecodedVideo, decode_keyframes
+from models.decode import DecodeConfig, DecodeError, DecodedVideo
 from models.isolated import Crashed, Isolated, RemoteError, TimedOut
+from transforms.decode_uri import decode_uri
 from models.audio import SAMPLE_RATE
 from schemas.elements import (
     ErrorRecord,
@@ -46,26 +46,6 @@ FRAMES = "frames"
 OCR = "ocr"
 AUDIO = "audio"
 _NAMESPACE = "vmm"
-
-
-def _open_source(uri: str):
-    """A local path as a string (PyAV seeks in it natively), anything else through FileSystems."""
-    scheme = FileSystems.get_scheme(uri)
-    if scheme in (None, "file"):
-        return uri[len("file://"):] if uri.startswith("file://") else uri
-    if not FileSystems.exists(uri):
-        raise DecodeError("FileNotFound", f"no such object: {uri}")
-    return FileSystems.open(uri, mime_type="application/octet-stream")
-
-
-def decode_uri(uri: str, config: DecodeConfig) -> DecodedVideo:
-    """Opens a video by URI and decodes it (runs in the isolated child, or in-process)."""
-    source = _open_source(uri)
-    try:
-        return decode_keyframes(source, config)
-    finally:
-        if not isinstance(source, str):
-            source.close()
 
 
 # The child gets this long beyond the decoder's own deadline to notice it and answer.

@@ -1,0 +1,41 @@
+"""decode_uri: open a video by path or URI and decode it -- what the isolated decode child runs.
+
+Consumes a local path, a `file://` URI, or any URI Beam's FileSystems open; a DecodeConfig.
+Produces models.decode.DecodedVideo, or raises DecodeError.
+
+Kept apart from transforms/decode.py so that the child process imports only PyAV and numpy for
+local files (0.4 s to start instead of ~2.8 s with Beam); Beam's FileSystems are imported the
+first time a remote URI comes.
+"""
+
+from __future__ import annotations
+
+import re
+
+from models.decode import DecodeConfig, DecodedVideo, DecodeError, decode_keyframes
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+def _open_source(uri: str):
+    """A local path as a string (PyAV seeks in it natively), anything else through FileSystems."""
+    m = _SCHEME.match(uri)
+    if m is None:
+        return uri
+    if m.group(1).lower() == "file":
+        return uri[len("file://"):]
+    from apache_beam.io.filesystems import FileSystems
+
+    if not FileSystems.exists(uri):
+        raise DecodeError("FileNotFound", f"no such object: {uri}")
+    return FileSystems.open(uri, mime_type="application/octet-stream")
+
+
+def decode_uri(uri: str, config: DecodeConfig) -> DecodedVideo:
+    """Opens a video by URI and decodes it (in the isolated child, or in-process)."""
+    source = _open_source(uri)
+    try:
+        return decode_keyframes(source, config)
+    finally:
+        if not isinstance(source, str):
+            source.close()
