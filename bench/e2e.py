@@ -69,6 +69,8 @@ import sys
 import threading
 import time
 
+from bench.naive import _hwm_kb, _reset_peak  # the same /proc peak-RSS readers as the naive side
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CACHE = os.path.join(REPO, "bench", "results", "e2e")
 DEFAULT_MEDIA = os.path.normpath(os.path.join(REPO, "..", "shared", "media", "video"))
@@ -414,20 +416,8 @@ def run_pipeline(label: str, manifest: str, work: str, codebook: str) -> Measure
 # The floor (runs in its own process: python -m bench.e2e --floor-worker ...)
 
 
-def _reset_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
 def _hwm_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return _hwm_kb() / 1024
 
 
 class _Clock:
