@@ -19,7 +19,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from models.errors import InputError
+from models.errors import InputError, open_container
 
 logger = logging.getLogger(__name__)
 
@@ -132,14 +132,7 @@ def decode_audio(source: str | BinaryIO, max_duration_s: float = DEFAULT_MAX_AUD
     and counted in a warning; if the stream has packets but none decodes, or the container cannot
     be read, raises AudioError.
     """
-    try:
-        container = av.open(source, mode="r", metadata_errors="ignore")
-    except FileNotFoundError as e:
-        raise AudioError("FileNotFound", f"no such file: {e.filename or source}") from e
-    except IsADirectoryError as e:
-        raise AudioError("NotAFile", f"is a directory: {e.filename or source}") from e
-    except av.error.FFmpegError as e:
-        raise AudioError("AudioDecodeError", f"cannot open as a media container: {e}") from e
+    container = open_container(source, AudioError, "AudioDecodeError", "a media container")
     with container:
         stream = container.streams.best("audio")
         if stream is None:

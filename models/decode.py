@@ -23,7 +23,7 @@ import av
 import numpy as np
 
 from models.audio import AudioCollector, AudioError
-from models.errors import InputError
+from models.errors import InputError, open_container
 from models.keyframes import (
     Candidate,
     CandidateDetector,
@@ -152,14 +152,7 @@ def _reported_duration(container, stream) -> float | None:
 def decode_keyframes(source: str | BinaryIO, config: DecodeConfig = DecodeConfig()) -> DecodedVideo:
     """Decodes the default video stream (and audio, if asked) once. Raises DecodeError."""
     started = time.perf_counter()
-    try:
-        container = av.open(source, mode="r", metadata_errors="ignore")
-    except FileNotFoundError as e:
-        raise DecodeError("FileNotFound", f"no such file: {e.filename or source}") from e
-    except IsADirectoryError as e:
-        raise DecodeError("NotAFile", f"is a directory: {e.filename or source}") from e
-    except av.error.FFmpegError as e:
-        raise DecodeError("DecodeError", f"cannot open as a video container: {e}") from e
+    container = open_container(source, DecodeError, "DecodeError", "a video container")
     with container:
         if not container.streams.video:
             raise DecodeError("NoVideoStream", "the file has no video stream")
@@ -276,8 +269,9 @@ class _Pass:
         text_img = edges = None
         if self.text is not None:
             if gray is None:
-                gray = self._gray(frame)
-            edges = edge_map(gray, cfg.text.edge_threshold)
+                edges = edge_map(self._gray(frame), cfg.text.edge_threshold)
+            else:
+                edges = self.text.last_edges  # observe() just made this frame's map
             text_img = self._text_image(frame)
         img = None
         if candidate is not None or cfg.embed_text_frames:

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 
 class InputError(Exception):
     """An input that cannot be processed. `error_type` is a stable name for the output tables."""
@@ -16,3 +18,18 @@ class InputError(Exception):
 
     def __reduce__(self):  # picklable with both arguments: it crosses process boundaries
         return type(self), (self.error_type, str(self))
+
+
+def open_container(source: "str | BinaryIO", error: type[InputError], unreadable_type: str, what: str):
+    """`av.open(source)` for reading, with the failures every decoder shares as `error`s:
+    FileNotFound, NotAFile, and `unreadable_type` for data FFmpeg cannot open as `what`."""
+    import av
+
+    try:
+        return av.open(source, mode="r", metadata_errors="ignore")
+    except FileNotFoundError as e:
+        raise error("FileNotFound", f"no such file: {e.filename or source}") from e
+    except IsADirectoryError as e:
+        raise error("NotAFile", f"is a directory: {e.filename or source}") from e
+    except av.error.FFmpegError as e:
+        raise error(unreadable_type, f"cannot open as {what}: {e}") from e

@@ -122,6 +122,7 @@ class TextChangeDetector:
         self._last_pick_t: float | None = None
         self._band = band_rows(config)
         self.last_trigger: str | None = None  # after a True observe(): "band" or "frame"
+        self.last_edges: np.ndarray | None = None  # the edge map of the frame observe() saw last
 
     def wants(self, timestamp_s: float) -> bool:
         return self._config.enabled and timestamp_s >= self._next_tick
@@ -133,7 +134,7 @@ class TextChangeDetector:
     def observe(self, timestamp_s: float, gray: np.ndarray) -> bool:
         cfg = self._config
         self._next_tick = timestamp_s + cfg.tick_s - 1e-9
-        edges = edge_map(gray, cfg.edge_threshold)
+        edges = self.last_edges = edge_map(gray, cfg.edge_threshold)
         history = self._history
         self._history = (history + [edges])[-(cfg.stable_ticks - 1):] if cfg.stable_ticks > 1 else []
         if len(history) < cfg.stable_ticks - 1:
