@@ -228,11 +228,15 @@ def edit_distance(a: str, b: str, limit: int) -> int:
 
 
 def same_text(a: str, b: str, config: DomainConfig = DomainConfig()) -> bool:
-    """True when a and b are the same line up to whitespace and, if long enough, a few OCR misreads."""
+    """True when a and b are the same line up to spaces and, if long enough, a few OCR misreads."""
     return _same_normalized(normalize_text(a), normalize_text(b), config)
 
 
 def _same_normalized(a: str, b: str, config: DomainConfig) -> bool:
+    if a == b:
+        return True
+    # PP-OCR drops and inserts spaces freely ("@ 2013" / "@2013", "stackfresh"): spaces never count.
+    a, b = a.replace(" ", ""), b.replace(" ", "")
     if a == b:
         return True
     if min(len(a), len(b)) < config.fuzzy_min_len:

@@ -144,6 +144,8 @@ def test_watermark_of_testvideo_is_overlay(media_text_run):
     overlay = squash(videos["testvideo.mp4"]["ocr_overlay_text"] or "")
     assert "bcastell" in overlay and "brandoncastellano" in overlay
     assert "bcastell" not in squash(videos["testvideo.mp4"]["ocr_subtitle_text"] or "")
+    for column in ("ocr_subtitle_text", "ocr_scene_text"):  # not even its misread variants
+        assert "castellano" not in squash(videos["testvideo.mp4"][column] or ""), column
 
 
 def test_burned_in_counters_of_smpte_are_read(media_text_run):
