@@ -12,8 +12,12 @@ The model (`AsrConfig.model`) is one of:
     taken from the local Hugging Face cache, or downloaded only if the hub answers within seconds;
     otherwise `AsrUnavailable` says what to pass instead. Never a silent fallback.
 
-Decoding is deterministic: beam search at temperature 0 only, no text carried between windows,
-so the same samples and config give the same segments.
+Decoding is deterministic: beam search at temperature 0 only, so the same samples and config give
+the same segments. Within a window each 30 s chunk is prompted with the text decoded before it
+(`condition_on_previous_text`, Whisper's own default; without it words right after a chunk
+boundary come out garbled), and each window with the last words of the one before it. A window
+whose text then loops (a segment compresses more than `LOOP_COMPRESSION_RATIO`, Whisper's own
+hallucination test) is decoded again without any prompt.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import zlib
 
 import numpy as np
 
@@ -47,11 +52,12 @@ MIN_AUDIO_S = 0.1  # shorter audio is returned as an empty result without runnin
 
 # Long audio is transcribed in windows of this length. faster-whisper computes log-mel features for
 # its whole input at once, and its numpy STFT peaks at about 1 MB per second of audio (measured:
-# 294 MB for 300 s), so an hour in one call would need ~3.5 GB; 120 s windows cap that near 120 MB
-# at no measurable speed cost. Windows are independent anyway (no text is carried over), so a
-# boundary costs at most one split sentence; it is put at the quietest 0.1 s of the window's
-# last `_CUT_SEARCH_S`.
-WINDOW_S = 120.0
+# 294 MB for 300 s; a 600 s call peaks at ~800 MB of process RSS with tiny.en), so an hour in one
+# call would need ~3.5 GB. 600 s bounds that near 650 MB. Shorter windows cost accuracy: each
+# boundary restarts Whisper's context (on the benchmark's 10 min video, 120 s windows gave WER
+# 0.061, 300 s 0.053, one 600 s window 0.032). A window gets the previous one's last words as its
+# prompt; its end is put at the quietest 0.1 s of its last `_CUT_SEARCH_S`.
+WINDOW_S = 600.0
 _CUT_SEARCH_S = 10.0
 _CUT_FRAME_S = 0.1
 
@@ -60,6 +66,9 @@ _CUT_FRAME_S = 0.1
 _MULTILINGUAL_VOCAB = 51865
 _ENGLISH_ONLY_EOT = 50256
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+# Whisper's (and faster-whisper's) test for a looping decode: text that gzip compresses this well.
+LOOP_COMPRESSION_RATIO = 2.4
+_PROMPT_CHARS = 600  # the previous window's text given to the next as its prompt (~120-150 tokens)
 _HASH_EDGE = 1 << 20
 
 
@@ -76,6 +85,7 @@ class AsrConfig:
     vad: bool = True  # Silero VAD (shipped with faster-whisper) drops non-speech before decoding
     beam_size: int = 5
     threads: int = 0  # CTranslate2 cpu_threads; 0 leaves its default (4, or OMP_NUM_THREADS)
+    condition: bool = True  # prompt each 30 s chunk with the window's text so far (see the module doc)
 
     def __post_init__(self):
         from faster_whisper.tokenizer import _LANGUAGE_CODES
@@ -338,6 +348,7 @@ class AsrEngine:
         self.device: str | None = None
         self.compute_type: str | None = None
         self.english_only: bool | None = None
+        self.loop_retries = 0  # windows decoded again without a prompt because they looped
 
     @property
     def model_id(self) -> str:
@@ -398,8 +409,15 @@ class AsrEngine:
         language, probability = forced, None
         speech = 0.0
         segments: list[AsrSegment] = []
+        prompt = None
         for start, end in plan_windows(samples, WINDOW_S):
-            found, used, used_probability, window_speech = self._transcribe_window(samples, start, end, language)
+            found, used, used_probability, window_speech = self._transcribe_window(
+                samples, start, end, language, prompt
+            )
+            if self.config.condition:
+                # The next window starts with this one's last words as its prompt, as a single
+                # call would (faster-whisper keeps the prompt's last 223 tokens; these are fewer).
+                prompt = " ".join(seg.text.strip() for seg in found)[-_PROMPT_CHARS:] or None
             speech += window_speech
             segments.extend(found)
             # Detect once, from the first window that holds speech; later windows reuse it.
@@ -407,7 +425,28 @@ class AsrEngine:
                 language, probability = used, used_probability
         return AsrResult(_ordered(segments, duration), language, probability, min(speech, duration), duration)
 
-    def _transcribe_window(self, samples, start: int, end: int, language: str | None):
+    def _transcribe_window(self, samples, start: int, end: int, language: str | None, prompt: str | None):
+        cfg = self.config
+        # A prompt can seed a loop that then feeds itself from chunk to chunk. A window whose text
+        # loops is decoded again with less prompting: first without the previous window's words,
+        # then without any text carried between its chunks.
+        attempts = [(True, prompt), (True, None), (False, None)] if cfg.condition else [(False, None)]
+        if prompt is None:
+            attempts = attempts[1:] if cfg.condition else attempts
+        for i, (condition, window_prompt) in enumerate(attempts):
+            found, info = self._decode_window(samples, start, end, language, condition, window_prompt)
+            if i == len(attempts) - 1 or not _loops(found):
+                break
+            self.loop_retries += 1
+            logger.info("ASR window %.1f-%.1f s looped (%s); decoding it again with less prompting",
+                        start / SAMPLE_RATE, end / SAMPLE_RATE,
+                        "previous window's words as prompt" if window_prompt else "chunks prompted by the text before")
+        speech = info.duration_after_vad if self.config.vad else (end - start) / SAMPLE_RATE
+        detected = language is None and self.english_only is False
+        return found, info.language, (float(info.language_probability) if detected else None), float(speech)
+
+    def _decode_window(self, samples, start: int, end: int, language: str | None, condition: bool,
+                       prompt: str | None):
         cfg = self.config
         offset = start / SAMPLE_RATE
         window_end = end / SAMPLE_RATE
@@ -417,13 +456,11 @@ class AsrEngine:
             beam_size=cfg.beam_size,
             # Temperature 0 only. faster-whisper's default fallback re-decodes hard windows by
             # sampling at 0.2 .. 1.0 with CTranslate2's process-wide RNG, so a row would depend on
-            # what else the worker decoded before: not reproducible. The cost (a window that loops
-            # at T=0 keeps its best beam) is contained by not conditioning on previous text.
+            # what else the worker decoded before: not reproducible. A loop at T=0 is caught
+            # instead by `_transcribe_window`.
             temperature=0.0,
-            # Each 30 s chunk is decoded without the previous chunk's text as prompt: a
-            # hallucinated or looping chunk then cannot seed the same loop in the next ones (the
-            # failure mode faster-whisper's docs name), and our windows stay independent.
-            condition_on_previous_text=False,
+            condition_on_previous_text=condition,
+            initial_prompt=prompt,
             vad_filter=cfg.vad,
             without_timestamps=False,
             word_timestamps=False,
@@ -435,9 +472,17 @@ class AsrEngine:
             found.append(AsrSegment(
                 round(s, 3), round(e, 3), piece.text, float(piece.avg_logprob), float(piece.no_speech_prob)
             ))
-        speech = info.duration_after_vad if cfg.vad else (end - start) / SAMPLE_RATE
-        detected = language is None and self.english_only is False
-        return found, info.language, (float(info.language_probability) if detected else None), float(speech)
+        return found, info
+
+
+def _loops(segments: list[AsrSegment]) -> bool:
+    return any(compression_ratio(seg.text) > LOOP_COMPRESSION_RATIO for seg in segments)
+
+
+def compression_ratio(text: str) -> float:
+    """len(utf-8 text) / len(its zlib compression): about 1-2 for speech, high for a repeated phrase."""
+    data = text.strip().encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
 def _ordered(segments: list[AsrSegment], duration: float) -> tuple[AsrSegment, ...]:

