@@ -14,19 +14,20 @@ Sides, each a separate process, timed from outside (wall), with the CPU seconds 
 process tree (getrusage(RUSAGE_CHILDREN), cross-checked by summing /proc/<pid>/stat), and its peak
 memory sampled every 0.2 s from /proc (RSS and PSS summed over the tree; PSS does not count a
 shared page twice):
-  * pipeline: `python -m pipelines.extract` on DirectRunner, 2 workers, multi_processing, CLIP
+  * pipeline: `python -m pipelines.extract` on DirectRunner, 2 worker threads in one process
+    (multi_threading: run_local.sh's choice; one copy of each model, each using both cores), CLIP
     ViT-B-32 with random weights (`--clip-pretrained none`: no pretrained weights can be downloaded
     here; the architecture and its cost are the real ones), OCR and ASR on (defaults), and a
     frame dictionary (`--codebook`). Per-stage busy seconds are run_summary.json's stage_seconds
-    (summed over workers);
+    (summed over worker threads);
   * naive: bench/naive.py, one process, a plain loop (its docstring says what it does);
   * floor: the standalone model calls the pipeline's outputs need, on exactly what the pipeline
     fed its models, one after another in one process: `decode_keyframes` with the pipeline's own
     DecodeConfig (built by `pipelines.extract.build_config` from the same flags), CLIP on each
     video's keyframes (one call a video), `Codebook.assign`, OCR on every frame the plan reads
     (`f.image is not None`), Whisper (`models.asr.AsrEngine`, VAD on) on the decoded audio. Each
-    model has the thread count the pipeline gives a worker (cores / workers = 1), is loaded and
-    warmed up before timing. Writing Parquet is not in the floor. The frame dictionary
+    model runs on one thread (the fewest CPU-seconds per call), is loaded and warmed up before
+    timing. Writing Parquet is not in the floor. The frame dictionary
     (k = min(64, keyframes / 2), 2 points per entry at least) is trained here from these CLIP
     vectors with `models.codebook.train_codebook`, the function `vmm train-codebook` runs (that
     CLI would decode and embed everything a second time).
@@ -396,7 +397,7 @@ def wait_idle(max_wait_s: float = 120.0) -> None:
 
 def pipeline_flags(manifest: str, output: str, codebook: str | None) -> list[str]:
     flags = ["--input", manifest, "--output", output, "--overwrite", "--runner", "DirectRunner",
-             "--direct_num_workers", "2", "--direct_running_mode", "multi_processing",
+             "--direct_num_workers", "2", "--direct_running_mode", "multi_threading",
              "--clip-model", "ViT-B-32", "--clip-pretrained", "none", "--no-progress"]
     return flags + (["--codebook", codebook] if codebook else [])
 
@@ -446,7 +447,9 @@ def floor_worker(manifest: str, result_path: str, codebook_dir: str) -> int:
     from pipelines.extract import build_config
     from transforms.decode import decode_uri
 
-    config = build_config(PipelineOptions(pipeline_flags(manifest, os.path.join(os.path.dirname(result_path), "unused"), None)))
+    # One thread per model: the least CPU per call (the pipeline's models may use every core).
+    flags = pipeline_flags(manifest, os.path.join(os.path.dirname(result_path), "unused"), None)
+    config = build_config(PipelineOptions([*flags, "--torch-threads", "1"]))
     clip = ClipEncoder(config.clip).load()
     ocr = load_engine(config.ocr)
     asr = AsrEngine(config.asr).load()
@@ -705,7 +708,7 @@ def report_stages(runs: Runs, out: Outputs) -> None:
     print()
     print("# s/min: seconds per minute of video. naive/floor: wall seconds of the stage, its share of the side's total,")
     print(f"# CPU seconds / (wall x {CORES} cores) during the stage, peak RSS of the process during the stage.")
-    print(f"# pipeline: busy seconds per stage from run_summary.json, summed over its 2 workers, against wall x {CORES} cores;")
+    print(f"# pipeline: busy seconds per stage from run_summary.json, summed over its 2 worker threads, against wall x {CORES} cores;")
     print("# startup+load: process start until the Beam run starts (imports, config, weight checks) x cores;")
     print("# other: the rest -- Beam, worker start, model loads, tokens, assembling, writing, idle cores.")
     print("# naive TOTAL: its wall (a subprocess, imports included); floor TOTAL: the sum of its stages (one thread")
@@ -876,7 +879,7 @@ def main(argv=None) -> int:
 
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     began = time.time()
-    print(f"# bench.e2e --{mode}: vmm pipeline (DirectRunner, 2 workers) vs naive loop vs model-call floor")
+    print(f"# bench.e2e --{mode}: vmm pipeline (DirectRunner, 2 worker threads in one process) vs naive loop vs model-call floor")
     print(f"# {machine_line()}; started {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(began))}; "
           f"code {git_revision()}", flush=True)
     inputs = build_inputs(mode, os.path.abspath(args.cache), args.media)

@@ -184,6 +184,10 @@ class ExtractConfig:
 
 
 def _local_workers(options: PipelineOptions) -> int:
+    """Worker processes sharing this machine's cores on DirectRunner (0 off DirectRunner).
+
+    multi_threading and in_memory run in this one process: its models serve every worker thread,
+    so each model may use all cores."""
     std = options.view_as(StandardOptions)
     if std.runner not in (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner"):
         return 0

@@ -271,21 +271,34 @@ def test_unavailable_default_weights_fail_at_construction(tmp_path, sample):
     assert not os.path.exists(tmp_path / "o" / "videos")
 
 
+def _all_rows(out) -> dict:
+    keys = {"videos": ("video_id",), "frames": ("video_id", "frame_index"),
+            "asr_segments": ("video_id", "segment_index")}
+    return {table: _sorted_rows(read(out, table), k) for table, k in keys.items()}
+
+
 @pytest.mark.slow
-def test_cli_multiprocessing_run(tmp_path, sample, tiny_checkpoint):
-    out = tmp_path / "out"
-    cmd = [
-        sys.executable, "-m", "pipelines.extract", "--input", sample["manifest"], "--output", str(out),
-        "--clip-model", TINY_MODEL, "--clip-pretrained", "none", "--runner", "DirectRunner",
-        "--direct_num_workers", "2", "--direct_running_mode", "multi_processing",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "accounting OK" in proc.stdout and "RANDOM WEIGHTS" in proc.stdout
-    summary = json.loads((out / "run_summary.json").read_text())
-    assert summary["counts"]["videos"] == 3 and summary["models"]["clip_weights"] == "none"
-    meta = pq.read_schema(glob.glob(str(out / "videos" / "*.parquet"))[0]).metadata
-    assert meta[b"vmm.clip_weights"] == b"none"
+def test_cli_multi_processing_and_multi_threading_give_the_same_rows(tmp_path, sample, tiny_checkpoint):
+    """The two ways DirectRunner uses several cores: worker processes, or threads of one process
+    sharing one copy of each model (run_local.sh's choice). Same rows either way."""
+    rows = {}
+    for mode in ("multi_processing", "multi_threading"):
+        out = tmp_path / mode
+        cmd = [
+            sys.executable, "-m", "pipelines.extract", "--input", sample["manifest"], "--output", str(out),
+            "--clip-model", TINY_MODEL, "--clip-pretrained", "none", "--runner", "DirectRunner",
+            "--direct_num_workers", "2", "--direct_running_mode", mode,
+        ]
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "accounting OK" in proc.stdout and "RANDOM WEIGHTS" in proc.stdout
+        summary = json.loads((out / "run_summary.json").read_text())
+        assert summary["counts"]["videos"] == 3 and summary["models"]["clip_weights"] == "none"
+        meta = pq.read_schema(glob.glob(str(out / "videos" / "*.parquet"))[0]).metadata
+        assert meta[b"vmm.clip_weights"] == b"none"
+        rows[mode] = _all_rows(out)
+    assert rows["multi_processing"]["frames"] and rows["multi_processing"]["asr_segments"]
+    assert rows["multi_threading"] == rows["multi_processing"]
 
 
 @pytest.mark.slow
