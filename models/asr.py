@@ -86,6 +86,7 @@ class AsrConfig:
     beam_size: int = 5
     threads: int = 0  # CTranslate2 cpu_threads; 0 leaves its default (4, or OMP_NUM_THREADS)
     condition: bool = True  # prompt each 30 s chunk with the window's text so far (see the module doc)
+    workers: int = 1  # CTranslate2 replicas sharing the weights: calls from this many threads run at once
 
     def __post_init__(self):
         from faster_whisper.tokenizer import _LANGUAGE_CODES
@@ -103,6 +104,8 @@ class AsrConfig:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,7 +341,7 @@ class AsrEngine:
     """faster-whisper's WhisperModel with this project's decoding settings.
 
     Cheap constructor (config only); `load()` reads the weights, once. `transcribe()` may be called
-    from several threads: CTranslate2 queues the calls on its one worker.
+    from several threads: CTranslate2 runs up to `workers` of them at once and queues the rest.
     """
 
     def __init__(self, config: AsrConfig = AsrConfig()):
@@ -373,7 +376,7 @@ class AsrEngine:
             )
         compute_type = resolve_compute_type(device, cfg.compute_type)
         model = faster_whisper.WhisperModel(
-            path, device=device, compute_type=compute_type, cpu_threads=cfg.threads, num_workers=1,
+            path, device=device, compute_type=compute_type, cpu_threads=cfg.threads, num_workers=cfg.workers,
         )
         english_only = not model.model.is_multilingual
         if english_only and cfg.language not in (None, "en"):

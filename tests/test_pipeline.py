@@ -320,3 +320,63 @@ def test_every_real_media_video_lands_in_videos(media_dir, tmp_path, tiny_checkp
     assert by_name["testvideo.mp4"]["num_keyframes"] > 3  # hard cuts found
     assert all(v["stage_errors"] == [] for v in videos), [(v["uri"], v["stage_errors"]) for v in videos]
     assert by_name["nasa_13013.mp4"]["asr_text"] and by_name["nasa_13013.mp4"]["speech_seconds"] > 3
+
+
+@pytest.mark.parametrize("flags, clip, ocr, asr_threads, asr_workers", [
+    (["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"], 1, 1, 1, 1),
+    (["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"], 2, 1, 2, 2),
+    (["--direct_num_workers", "2", "--direct_running_mode", "multi_threading", "--torch-threads", "3"], 3, 3, 3, 2),
+    ([], 2, 2, 2, 1),  # in_memory: one worker in this process
+])
+def test_thread_budget_follows_the_direct_runner_mode(sample, monkeypatch, tmp_path, flags, clip, ocr, asr_threads,
+                                                     asr_workers):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    config = extract.build_config(PipelineOptions([
+        "--input", sample["manifest"], "--output", str(tmp_path / "o"), "--clip-model", TINY_MODEL,
+        "--clip-pretrained", "none", "--runner", "DirectRunner", *flags,
+    ]))
+    assert (config.clip.threads, config.ocr.threads, config.asr.threads, config.asr.workers) == (
+        clip, ocr, asr_threads, asr_workers)
+
+
+def test_pooled_model_lends_one_copy_per_concurrent_caller():
+    import threading
+
+    from transforms import process_cache
+
+    loads = []
+    key = ("test-pool", os.urandom(4).hex())
+
+    def load():
+        loads.append(object())
+        return loads[-1]
+
+    with process_cache.pooled_model(*key, load) as a:
+        with process_cache.pooled_model(*key, load) as b:
+            assert a is not b  # two holders at once: two copies
+    with process_cache.pooled_model(*key, load) as c:
+        assert c in (a, b)  # a free copy is reused
+    barrier = threading.Barrier(3)
+    held = []
+
+    def hold():
+        with process_cache.pooled_model(*key, load) as m:
+            held.append(m)
+            barrier.wait(timeout=10)
+
+    threads = [threading.Thread(target=hold) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(m) for m in held}) == 3 and process_cache.pool_size(*key) == 3 == len(loads)
+
+    def fail():
+        raise RuntimeError("no model")
+
+    with pytest.raises(RuntimeError):
+        with process_cache.pooled_model("test-pool-fail", 1, fail):
+            pass
+    assert process_cache.pool_size("test-pool-fail", 1) == 0

@@ -181,8 +181,8 @@ def test_a_frame_the_engine_fails_on_is_a_stage_error_not_a_lost_video(subtitle_
     _, path = subtitle_video
     decoded = decode_keyframes(path, DecodeConfig(text=TextSamplingConfig(), short_side=64))
     item = OcrInput("subs", decoded.width, decoded.height, tuple(decoded.ocr_frames))
-    flaky = _FlakyEngine(engine_for(OcrConfig()), fail_on=2)
-    result = read_video(flaky, item)
+    with engine_for(OcrConfig()) as engine:
+        result = read_video(_FlakyEngine(engine, fail_on=2), item)
     assert [e.stage for e in result.errors] == ["ocr"] and "engine exploded" in result.errors[0].message
     failed = [lines for _, lines in result.frames if lines is None]
     assert len(failed) >= 1  # the failed frame (and any frame reusing it) has no lines
@@ -265,3 +265,61 @@ def test_no_audio_and_silent_audio(speech_run):
     assert silent["speech_seconds"] < 0.5  # VAD finds no speech in digital silence
     segments = [s for s in read(out, "asr_segments").to_pylist() if s["video_id"] == "silent"]
     assert silent["asr_text"] == "" or all(s["no_speech_prob"] > 0.5 for s in segments)
+
+
+def _same_ocr(a: VideoOcr, b: VideoOcr) -> bool:
+    def frames(x):
+        return [(i, None if lines is None else [(l.text, l.score, l.box.tolist(), l.domain) for l in lines])
+                for i, lines in x.frames]
+
+    return (frames(a) == frames(b) and a.subtitle_lines == b.subtitle_lines and a.overlay_texts == b.overlay_texts
+            and a.scene_texts == b.scene_texts and (a.frames_read, a.frames_reused) == (b.frames_read, b.frames_reused)
+            and a.errors == b.errors)
+
+
+@pytest.fixture(scope="module")
+def subtitle_ocr_input(subtitle_video):
+    _, path = subtitle_video
+    decoded = decode_keyframes(path, DecodeConfig(text=TextSamplingConfig(), short_side=64))
+    return OcrInput("subs", decoded.width, decoded.height, tuple(decoded.ocr_frames))
+
+
+def test_split_reads_cuts_only_where_parts_are_self_contained(subtitle_ocr_input):
+    from transforms.ocr import split_reads
+
+    item = subtitle_ocr_input
+    reads = sum(f.image is not None for f in item.frames)
+    bands = sum(f.image is not None and f.crop_top > 0 for f in item.frames)
+    assert reads >= 8 and bands >= 1  # the video exercises band-only reads
+    assert len(split_reads(item, reads)) == 1
+    for max_reads in (1, 2, 3):
+        parts = split_reads(item, max_reads)
+        assert len(parts) > 1
+        assert tuple(f for p in parts for f in p.frames) == item.frames  # nothing lost, order kept
+        for part in parts[1:]:
+            first = part.frames[0]
+            assert first.image is not None and not first.crop_top
+            assert all(f.source >= first.frame_index for f in part.frames)
+    with pytest.raises(ValueError):
+        split_reads(item, 0)
+
+
+def test_reading_in_parts_through_beam_equals_reading_whole(subtitle_ocr_input):
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that
+
+    from models.ocr import OcrConfig
+    from transforms.ocr import ReadText, engine_for, read_video
+
+    item = subtitle_ocr_input
+    with engine_for(OcrConfig()) as engine:
+        whole = read_video(engine, item)
+    assert len(whole.subtitle_lines) >= len(SUBTITLES) - 1
+
+    def check(results):
+        [(video_id, parted)] = results
+        assert video_id == "subs" and _same_ocr(parted, whole)
+
+    with TestPipeline() as p:
+        assert_that(p | beam.Create([item]) | ReadText(OcrConfig(), part_reads=2), check)

@@ -7,34 +7,45 @@ video's subtitle lines / overlay strings / scene text (rules in models.ocr_domai
 frames were read and reused. A frame the engine fails on is a stage error on its video; the other
 frames are still read.
 
-The engine is loaded once per worker process and shared by every DoFn instance in it
-(transforms.process_cache).
+Engines are pooled per worker process (transforms.process_cache): a call takes a free copy, so
+worker threads read in parallel and the process holds one copy per thread that ever read at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from typing import Sequence
 
 import apache_beam as beam
 
 from models.ocr import OcrConfig, OcrEngine, load_engine
 from models.ocr_domains import DomainConfig, FrameText, classify_video
 from schemas.elements import OcrInput, OcrItem, StageError, VideoOcr
-from transforms.process_cache import process_model
+from transforms.process_cache import pooled_model
 
 logger = logging.getLogger(__name__)
 
 _NAMESPACE = "vmm"
 
 
-def engine_for(config: OcrConfig) -> OcrEngine:
-    """The process's engine for `config` (loaded on first use)."""
-    return process_model("OCR", config, lambda: load_engine(config))
+def engine_for(config: OcrConfig):
+    """A context manager lending an engine for `config` that no other thread uses meanwhile (one copy
+    per concurrent caller in the process; RapidOCR serves one call at a time)."""
+    return pooled_model("OCR", config, lambda: load_engine(config))
 
 
 def read_video(engine: OcrEngine, item: OcrInput, domains: DomainConfig = DomainConfig()) -> VideoOcr:
     """OCR of one video's frames (no Beam): reads the frames that carry an image, reuses the rest."""
+    read, errors = read_frames(engine, item)
+    return label_video(item, read, errors, domains)
+
+
+def read_frames(engine: OcrEngine, item: OcrInput) -> tuple[dict[int, list | None], list[StageError]]:
+    """Lines of each frame of `item` that carries an image (None: the engine failed on it), in pixels
+    of the original frame, and the stage errors. Frames are read in order: a band-only frame takes
+    its lines above the band from the frame before it."""
     read: dict[int, list | None] = {}
     errors: list[StageError] = []
     previous = None  # the complete lines of the last frame OCR saw (read or reused)
@@ -58,6 +69,13 @@ def read_video(engine: OcrEngine, item: OcrInput, domains: DomainConfig = Domain
             above = [line for line in previous or () if _center_y(line) < cut]
             lines = above + lines
         read[frame.frame_index] = previous = lines
+    return read, errors
+
+
+def label_video(item: OcrInput, read: dict[int, list | None], errors: Sequence[StageError],
+                domains: DomainConfig = DomainConfig()) -> VideoOcr:
+    """The video's OCR result from every frame's lines (`read_frames`): domains, subtitle lines, counts.
+    Only the frames' metadata is used; their images may have been dropped."""
     per_frame = [(f, read.get(f.source)) for f in item.frames]
     known = [(f, lines) for f, lines in per_frame if lines is not None]
     text = classify_video(
@@ -79,39 +97,111 @@ def read_video(engine: OcrEngine, item: OcrInput, domains: DomainConfig = Domain
     )
 
 
+def split_reads(item: OcrInput, max_reads: int) -> list[OcrInput]:
+    """`item` cut into consecutive parts of about `max_reads` frames to read, so that the frames of
+    one long video are read by several workers at once, with exactly the lines one reader would get.
+
+    A part may only start at a frame read whole (not a band, not reused), and only where no later
+    frame reuses the lines of a frame before it: each part then holds everything its frames need.
+    """
+    if max_reads < 1:
+        raise ValueError(f"max_reads must be >= 1, got {max_reads}")
+    frames = item.frames
+    # earliest[i]: the earliest frame index reused by any frame from i on.
+    earliest = [0] * (len(frames) + 1)
+    earliest[len(frames)] = float("inf")
+    for i in range(len(frames) - 1, -1, -1):
+        f = frames[i]
+        earliest[i] = min(earliest[i + 1], f.source if f.image is None else float("inf"))
+    parts, start, reads = [], 0, 0
+    for i, f in enumerate(frames):
+        whole = f.image is not None and not f.crop_top
+        if reads >= max_reads and whole and earliest[i] >= f.frame_index:
+            parts.append(dataclasses.replace(item, frames=frames[start:i]))
+            start, reads = i, 0
+        reads += f.image is not None
+    parts.append(dataclasses.replace(item, frames=frames[start:]))
+    return parts
+
+
 def _center_y(line) -> float:
     return float(line.box[1::2].mean())
 
 
-class _ReadTextFn(beam.DoFn):
-    def __init__(self, config: OcrConfig, domains: DomainConfig):
+@dataclasses.dataclass(frozen=True)
+class _PartRead:
+    """What reading one part of a video gave: its frames (images dropped), lines and errors."""
+
+    index: int
+    width: int
+    height: int
+    frames: tuple
+    read: dict
+    errors: tuple
+
+
+def _without_images(frames) -> tuple:
+    return tuple(dataclasses.replace(f, image=None) for f in frames)
+
+
+class _ReadPartFn(beam.DoFn):
+    def __init__(self, config: OcrConfig):
         self._config = config
-        self._domains = domains
         self._read = beam.metrics.Metrics.counter(_NAMESPACE, "ocr_frames_read")
         self._reused = beam.metrics.Metrics.counter(_NAMESPACE, "ocr_frames_reused")
         self._failed = beam.metrics.Metrics.counter(_NAMESPACE, "ocr_frames_failed")
         self._ms = beam.metrics.Metrics.distribution(_NAMESPACE, "ocr_ms")
 
-    def setup(self):
-        self._engine = engine_for(self._config)
-
-    def process(self, item: OcrInput):
+    def process(self, keyed):
+        video_id, (index, part) = keyed
         started = time.perf_counter()
-        result = read_video(self._engine, item, self._domains)
-        self._read.inc(result.frames_read)
-        self._reused.inc(result.frames_reused)
-        self._failed.inc(len(result.errors))
+        with engine_for(self._config) as engine:
+            read, errors = read_frames(engine, part)
+        self._read.inc(len(read))
+        self._reused.inc(len(part.frames) - len(read))
+        self._failed.inc(len(errors))
         self._ms.update(int((time.perf_counter() - started) * 1000))
-        yield item.video_id, result
+        yield video_id, _PartRead(index, part.width, part.height, _without_images(part.frames), read, tuple(errors))
+
+
+def _split(item: OcrInput, max_reads: int):
+    for i, part in enumerate(split_reads(item, max_reads)):
+        yield item.video_id, (i, part)
 
 
 class ReadText(beam.PTransform):
-    """OcrInput → (video_id, VideoOcr)."""
+    """OcrInput → (video_id, VideoOcr).
 
-    def __init__(self, config: OcrConfig, domains: DomainConfig = DomainConfig()):
+    A video's frames are read in parts of about `part_reads` frames (`split_reads`), spread over the
+    workers, so a long video is not read by one worker while the others wait; the parts are joined
+    by video and labelled (domains, subtitle lines) as one.
+    """
+
+    def __init__(self, config: OcrConfig, domains: DomainConfig = DomainConfig(), part_reads: int = 16):
         super().__init__()
         self._config = config
         self._domains = domains
+        self._part_reads = part_reads
 
     def expand(self, inputs):
-        return inputs | "Ocr" >> beam.ParDo(_ReadTextFn(self._config, self._domains))
+        return (
+            inputs
+            | "Split" >> beam.FlatMap(_split, self._part_reads)
+            | "SpreadParts" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(_ReadPartFn(self._config))
+            | "JoinParts" >> beam.GroupByKey()
+            | "Label" >> beam.Map(_join_parts, self._domains)
+        )
+
+
+def _join_parts(keyed, domains: DomainConfig):
+    video_id, parts = keyed
+    parts = sorted(parts, key=lambda p: p.index)
+    width, height = parts[0].width, parts[0].height
+    read: dict[int, list | None] = {}
+    errors: list[StageError] = []
+    for p in parts:
+        read.update(p.read)
+        errors.extend(p.errors)
+    item = OcrInput(video_id, width, height, tuple(f for p in parts for f in p.frames))
+    return video_id, label_video(item, read, errors, domains)
