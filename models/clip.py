@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
+import json
 import logging
 import os
 import socket
@@ -64,13 +66,29 @@ class ClipConfig:
         return not self.is_random and (os.sep in self.pretrained or os.path.exists(self.pretrained))
 
 
+def _config_dirs() -> list[str]:
+    """Where open_clip's architecture configs (one JSON file per model) live: ours, then its own."""
+    dirs = [_CONFIG_DIR]
+    spec = importlib.util.find_spec("open_clip")
+    if spec is not None and spec.submodule_search_locations:
+        dirs.append(os.path.join(list(spec.submodule_search_locations)[0], "model_configs"))
+    return dirs
+
+
 def model_info(model_name: str) -> dict:
-    """open_clip's architecture config (embed_dim, vision_cfg, ...) without building the model."""
-    cfg = _open_clip().get_model_config(model_name)
-    if cfg is None:
-        known = ", ".join(sorted(_open_clip().list_models())[:12])
-        raise ValueError(f"unknown open_clip model {model_name!r} (known include: {known}, ...)")
-    return cfg
+    """open_clip's architecture config (embed_dim, vision_cfg, ...) without building the model.
+
+    Read from the JSON files open_clip itself registers, without importing open_clip (2-4 s with
+    torchvision): the launcher of a run needs only these numbers."""
+    for folder in _config_dirs():
+        path = os.path.join(folder, f"{model_name}.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                cfg = json.load(f)
+            if "embed_dim" in cfg and "vision_cfg" in cfg:
+                return cfg
+    known = sorted({n[:-5] for d in _config_dirs() if os.path.isdir(d) for n in os.listdir(d) if n.endswith(".json")})
+    raise ValueError(f"unknown open_clip model {model_name!r} (known include: {', '.join(known[:12])}, ...)")
 
 
 def image_size(model_name: str) -> int:

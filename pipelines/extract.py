@@ -42,6 +42,7 @@ from transforms.decode import DecodeVideos
 from transforms.ocr import ReadText
 from transforms.embed import EmbedFrames
 from transforms.files import localize
+from transforms.process_cache import pooled_model, preload
 from transforms.read_manifest import ReadManifest, SkipDone, resolve_input
 from transforms.tokenize import TokenizeConfig, TokenizeFrames
 from transforms.write import WriteForwardIndex
@@ -184,31 +185,48 @@ class ExtractConfig:
         }
 
 
+_DIRECT_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner")
+
+
+def _direct_mode(options: PipelineOptions) -> tuple[str | None, int]:
+    """(DirectRunner's running mode, its worker count), or (None, 0) on any other runner."""
+    if options.view_as(StandardOptions).runner not in _DIRECT_RUNNERS:
+        return None, 0
+    direct = options.view_as(DirectOptions)
+    workers = direct.direct_num_workers or 1
+    return direct.direct_running_mode, workers if workers > 0 else os.cpu_count() or 1
+
+
 def _local_workers(options: PipelineOptions) -> int:
     """Worker processes sharing this machine's cores on DirectRunner (0 off DirectRunner).
 
     multi_threading and in_memory run in this one process: its models serve every worker thread,
     so each model may use all cores."""
-    std = options.view_as(StandardOptions)
-    if std.runner not in (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner"):
-        return 0
-    direct = options.view_as(DirectOptions)
-    if direct.direct_running_mode == "multi_processing":
-        workers = direct.direct_num_workers or 1
-        return workers if workers > 0 else os.cpu_count() or 1
-    return 1
+    mode, workers = _direct_mode(options)
+    return 0 if mode is None else workers if mode == "multi_processing" else 1
 
 
 def _worker_threads(options: PipelineOptions) -> int:
     """Worker threads sharing one process's models on DirectRunner's multi_threading mode, else 1."""
-    std = options.view_as(StandardOptions)
-    if std.runner not in (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner"):
-        return 1
-    direct = options.view_as(DirectOptions)
-    if direct.direct_running_mode == "multi_threading":
-        workers = direct.direct_num_workers or 1
-        return workers if workers > 0 else os.cpu_count() or 1
-    return 1
+    mode, workers = _direct_mode(options)
+    return workers if mode == "multi_threading" else 1
+
+
+def _workers_in_this_process(options: PipelineOptions) -> bool:
+    """DirectRunner's in_memory and multi_threading modes run the pipeline's DoFns in this process."""
+    return _direct_mode(options)[0] in ("in_memory", "multi_threading")
+
+
+def _preload_models(config: ExtractConfig) -> None:
+    """Loads CLIP and Whisper on a background thread while the first videos decode (their stages
+    come after decoding; the launcher's core is otherwise idle then). The OCR engine is loaded."""
+    from transforms.asr import engine_for as asr_engine_for
+    from transforms.embed import clip_for
+
+    loads = [lambda: clip_for(config.clip)]
+    if config.asr is not None:
+        loads.append(lambda: asr_engine_for(config.asr))
+    preload(loads)
 
 
 def build_config(options: PipelineOptions) -> ExtractConfig:
@@ -260,7 +278,10 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
     ocr = ocr_model_id = asr = asr_model_id = None
     if opts.ocr:
         ocr = ocr_models.OcrConfig(engine=opts.ocr_engine, threads=ocr_threads, det_max_side=opts.ocr_max_side)
-        ocr_model_id = ocr_models.load_engine(ocr).model_id()  # fails here, not on workers, if unavailable
+        # Fails here, not on workers, if unavailable. The engine stays in this process's pool: with
+        # in-process workers (multi_threading) the first reader takes it.
+        with pooled_model("OCR", ocr, lambda: ocr_models.load_engine(ocr)) as engine:
+            ocr_model_id = engine.model_id()
     if opts.asr:
         asr = asr_models.AsrConfig(model=opts.asr_model, language=opts.asr_language, device=opts.device,
                                    vad=opts.asr_vad, beam_size=opts.asr_beam_size, threads=threads,
@@ -356,6 +377,8 @@ def run(argv: list[str] | None = None) -> int:
     run_id = new_run_id()
     if skip_files:
         logger.info("--skip-existing: skipping the video ids already in %d files of %s", len(skip_files), config.output)
+    if _workers_in_this_process(options) and not dry_run:
+        _preload_models(config)
     p = beam.Pipeline(options=options)
     build_pipeline(p, config, run_id, skip_files)
     result = p.run()

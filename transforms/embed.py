@@ -17,6 +17,7 @@ import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
 from models.clip import ClipConfig, ClipEncoder
+from transforms.process_cache import process_model
 from schemas.elements import FrameFeatures, VideoFrames, VideoInfo
 from transforms.files import localize
 
@@ -24,6 +25,17 @@ logger = logging.getLogger(__name__)
 
 METRICS_NAMESPACE = "vmm_clip"
 _FRAME, _TITLE = "frame", "title"
+
+
+def _load_clip(config: ClipConfig) -> ClipEncoder:
+    # A checkpoint in a bucket is copied to this machine first (once per machine).
+    return ClipEncoder(dataclasses.replace(config, pretrained=localize(config.pretrained))).load()
+
+
+def clip_for(config: ClipConfig) -> ClipEncoder:
+    """The process's CLIP for `config` (RunInference shares it between its DoFn instances anyway;
+    this lets it be loaded ahead, see transforms.process_cache.preload)."""
+    return process_model("CLIP", config, lambda: _load_clip(config))
 
 
 class ClipModelHandler(ModelHandler[Any, np.ndarray, ClipEncoder]):
@@ -44,9 +56,9 @@ class ClipModelHandler(ModelHandler[Any, np.ndarray, ClipEncoder]):
         self._with_patches = with_patches
 
     def load_model(self) -> ClipEncoder:
-        # A checkpoint in a bucket is copied to this machine first (once per machine).
-        config = dataclasses.replace(self._config, pretrained=localize(self._config.pretrained))
-        return ClipEncoder(config).load()
+        if self._large_model:
+            return _load_clip(self._config)  # one per model_copies slot, in RunInference's model process
+        return clip_for(self._config)
 
     def run_inference(self, batch: Sequence[Any], model: ClipEncoder, inference_args=None) -> Iterable[PredictionResult]:
         out: list[Any] = []
