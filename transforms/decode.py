@@ -180,7 +180,7 @@ class DecodeVideos(beam.PTransform):
         return {
             "videos": out.videos,
             "frames": out[FRAMES] | "SpreadFrames" >> beam.Reshuffle(),
-            "ocr": out[OCR],  # ReadText spreads each video's frames over the workers itself
+            "ocr": out[OCR] | "SpreadOcr" >> beam.Reshuffle(),
             "audio": out[AUDIO] | "SpreadAudio" >> beam.Reshuffle(),
             "errors": out[ERRORS],
         }
