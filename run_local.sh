@@ -62,7 +62,7 @@ fi
 
 if ! has_flag --runner; then
   workers=$(nproc 2>/dev/null || echo 2)
-  args+=(--runner DirectRunner --direct_num_workers "$workers" --direct_running_mode multi_threading)
+  args+=(--runner DirectRunner --direct_num_workers "$workers" --direct_running_mode multi_processing)
 fi
 
 exec "$VENV/bin/vmm" extract "${args[@]}"
