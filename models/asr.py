@@ -17,7 +17,8 @@ the same segments. Within a window each 30 s chunk is prompted with the text dec
 (`condition_on_previous_text`, Whisper's own default; without it words right after a chunk
 boundary come out garbled), and each window with the last words of the one before it. A window
 whose text then loops (a segment compresses more than `LOOP_COMPRESSION_RATIO`, Whisper's own
-hallucination test) is decoded again without any prompt.
+hallucination test) is decoded again with less prompting: without the previous window's words,
+then with no text carried between its chunks.
 """
 
 from __future__ import annotations

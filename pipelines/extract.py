@@ -219,7 +219,8 @@ def _workers_in_this_process(options: PipelineOptions) -> bool:
 
 def _preload_models(config: ExtractConfig) -> None:
     """Loads CLIP and Whisper on a background thread while the first videos decode (their stages
-    come after decoding; the launcher's core is otherwise idle then). The OCR engine is loaded."""
+    come after decoding; the launcher's core is otherwise idle then). `build_config` has already
+    put an OCR engine in this process's pool."""
     from transforms.asr import engine_for as asr_engine_for
     from transforms.embed import clip_for
 
