@@ -237,24 +237,18 @@ class _TimedChild:
     def __enter__(self):
         self.start_s = self.close_s = 0.0
         self._start, self._close = Isolated.start, Isolated.close
-        timed = self
-
-        def start(iso):
-            t0 = time.perf_counter()
-            try:
-                return timed._start(iso)
-            finally:
-                timed.start_s += time.perf_counter() - t0
-
-        def close(iso):
-            t0 = time.perf_counter()
-            try:
-                return timed._close(iso)
-            finally:
-                timed.close_s += time.perf_counter() - t0
-
-        Isolated.start, Isolated.close = start, close
+        Isolated.start, Isolated.close = self._timed(self._start, "start_s"), self._timed(self._close, "close_s")
         return self
+
+    def _timed(self, method, total: str):
+        def wrapper(iso):
+            t0 = time.perf_counter()
+            try:
+                return method(iso)
+            finally:
+                setattr(self, total, getattr(self, total) + time.perf_counter() - t0)
+
+        return wrapper
 
     def __exit__(self, *exc):
         Isolated.start, Isolated.close = self._start, self._close
