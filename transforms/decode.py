@@ -180,7 +180,8 @@ class DecodeVideos(beam.PTransform):
         return {
             "videos": out.videos,
             "frames": out[FRAMES] | "SpreadFrames" >> beam.Reshuffle(),
-            "ocr": out[OCR] | "SpreadOcr" >> beam.Reshuffle(),
+            # ReadText cuts each video's reads into parts and spreads those: one shuffle of the images.
+            "ocr": out[OCR],
             "audio": out[AUDIO] | "SpreadAudio" >> beam.Reshuffle(),
             "errors": out[ERRORS],
         }
