@@ -46,5 +46,5 @@ setup(
         # Optional second OCR engine (downloads its models on first use; not needed offline).
         "paddleocr": ["paddleocr>=2.7", "paddlepaddle>=2.5"],
     },
-    entry_points={"console_scripts": ["vmm=pipelines.cli:main"]},
+    entry_points={"console_scripts": ["vmm=pipelines.cli:console"]},
 )

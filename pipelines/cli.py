@@ -63,5 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def console() -> None:
+    """The `vmm` console script: `main` ended without interpreter teardown (see process_exit)."""
+    from pipelines.process_exit import exit_process
+
+    exit_process(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -321,7 +321,8 @@ def test_kill_at_any_moment_and_resume_accounts_for_everything_once(sample, tmp_
             assert run_of(name) in runs, name
     # The resumed index holds the same rows as one uninterrupted run.
     clean = tmp_path / "clean"
-    subprocess.run(_extract_cmd(manifest, clean, *flags), cwd=REPO, check=True, capture_output=True, timeout=900)
+    done = subprocess.run(_extract_cmd(manifest, clean, *flags), cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
     key = lambda r: r["video_id"]  # noqa: E731
     assert sorted(read(out, "videos").to_pylist(), key=key) == sorted(read(clean, "videos").to_pylist(), key=key)
 
