@@ -193,6 +193,13 @@ class _Pass:
         self.rotation = 0.0
         self.size: tuple[int, int] | None = None
         self.text_size: tuple[int, int] | None = None
+        # The text-frame cap the container's stated length allows (capped by max_duration_s): frames
+        # are not thinned below it while decoding. A file that states no length is thinned to the
+        # cap of the time decoded so far. The final cap is that of the length actually decoded.
+        stated = _reported_duration(container, stream) or 0.0
+        if config.max_duration_s is not None:
+            stated = min(stated, config.max_duration_s)
+        self.text_cap_stated = config.text.text_frame_cap(stated) if config.text is not None else 0
         self.truncated = False
         self.video_done = False
         self.audio_stream = audio_stream
@@ -290,9 +297,11 @@ class _Pass:
 
     def _add_text_frame(self, entry: tuple) -> None:
         self.text_kept.append(entry)
-        cap = self.config.text.max_text_frames
-        if len(self.text_kept) > 2 * cap:
-            keep = thin_evenly([e[0].timestamp_s for e in self.text_kept], cap + cap // 2)
+        # Past one and a half times the cap, the held frames are thinned evenly in time to the cap, so
+        # memory stays in proportion to it.
+        cap = max(self.text_cap_stated, self.config.text.text_frame_cap(self.last_t))
+        if len(self.text_kept) > cap + cap // 2:
+            keep = thin_evenly([e[0].timestamp_s for e in self.text_kept], cap)
             self.text_kept = [self.text_kept[i] for i in keep]
 
     def _thin_keyframes(self, limit: int) -> list[tuple]:
@@ -365,7 +374,7 @@ class _Pass:
 
     def _ocr_frames(self, kept) -> list[OcrFrame]:
         texts = self.text_kept
-        keep = thin_evenly([e[0].timestamp_s for e in texts], self.config.text.max_text_frames)
+        keep = thin_evenly([e[0].timestamp_s for e in texts], self.config.text.text_frame_cap(self.last_t))
         key_indices = {e[0].frame_index for e in kept}
         seen = list(kept) + [texts[i] for i in keep if texts[i][0].frame_index not in key_indices]
         seen.sort(key=lambda e: (e[0].timestamp_s, e[0].frame_index))

@@ -26,6 +26,7 @@ little above `band_top`) and takes the rest of its lines from the frame read bef
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -46,7 +47,10 @@ class TextSamplingConfig:
     frame_cells: int = 3  # outside the band, this many changed cells trigger a text frame
     stable_ticks: int = 3  # an edge is "stable" when present on this many consecutive ticks
     min_gap_s: float = 0.0  # at most one text frame per this interval (0: one per tick at most)
-    max_text_frames: int = 256  # per video; more are thinned evenly in time
+    max_text_frames: int = 256  # per video, whatever its length; more are thinned evenly in time
+    # ... or this many per minute of video when that is more: 40 = 60 / min_line_s, one frame for each
+    # line of a video whose subtitle changes as often as a readable line can (0: the fixed cap only)
+    text_frames_per_min: float = 40.0
     reuse_change: float = 0.35  # a frame whose every cell changed less than this reuses the last read
     crop_band: bool = True  # read only the lower band of "band" text frames (the rest is unchanged)
 
@@ -59,6 +63,8 @@ class TextSamplingConfig:
             raise ValueError("cell_change and reuse_change must be in (0, 1]")
         if self.max_text_frames < 0:
             raise ValueError(f"max_text_frames must be >= 0, got {self.max_text_frames}")
+        if not self.text_frames_per_min >= 0:  # also refuses NaN
+            raise ValueError(f"text_frames_per_min must be >= 0, got {self.text_frames_per_min}")
         if self.min_changed_px < 1 or self.frame_cells < 1:
             raise ValueError("min_changed_px and frame_cells must be >= 1 (0 would call a blank cell new text)")
         if not 0 < self.edge_threshold < 255:
@@ -67,6 +73,13 @@ class TextSamplingConfig:
             raise ValueError(f"stable_ticks must be >= 1, got {self.stable_ticks}")
         if self.min_gap_s < 0:
             raise ValueError(f"min_gap_s must be >= 0, got {self.min_gap_s}")
+
+    def text_frame_cap(self, duration_s: float) -> int:
+        """Text frames kept for a video (or its first `duration_s` seconds): the fixed cap, or the
+        per-minute one when that is larger. A 0 fixed cap turns text frames off at any length."""
+        if self.max_text_frames == 0:
+            return 0
+        return max(self.max_text_frames, math.ceil(self.text_frames_per_min * max(duration_s, 0.0) / 60.0))
 
     @property
     def tick_s(self) -> float:

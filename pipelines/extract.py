@@ -108,7 +108,12 @@ class ExtractOptions(PipelineOptions):
                             help="longer side of the frames OCR reads, at most (default %(default)s)")
         parser.add_argument("--max-text-frames", dest="max_text_frames", type=int,
                             default=TextSamplingConfig.max_text_frames,
-                            help="frames read for text beyond the keyframes, per video (default %(default)s)")
+                            help="frames read for text beyond the keyframes, per video (default %(default)s), "
+                                 "or --text-frames-per-min for each minute of video when that is more")
+        parser.add_argument("--text-frames-per-min", dest="text_frames_per_min", type=float,
+                            default=TextSamplingConfig.text_frames_per_min,
+                            help="text frames allowed per minute of a long video (default %(default)s: one per "
+                                 "1.5 s line; 0 keeps --max-text-frames for every length)")
         parser.add_argument("--asr", dest="asr", action="store_true", default=True,
                             help="ASR of the default audio track (default on)")
         parser.add_argument("--no-asr", dest="asr", action="store_false")
@@ -243,6 +248,8 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         raise ValueError(f"--clip-batch-size must be >= 1, got {opts.clip_batch_size}")
     if opts.max_text_frames < 0:
         raise ValueError(f"--max-text-frames must be >= 0, got {opts.max_text_frames}")
+    if not opts.text_frames_per_min >= 0:
+        raise ValueError(f"--text-frames-per-min must be >= 0, got {opts.text_frames_per_min}")
     if opts.asr_beam_size < 1:
         raise ValueError(f"--asr-beam-size must be >= 1, got {opts.asr_beam_size}")
     spec, files = resolve_input(opts.input)
@@ -302,7 +309,8 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
             max_duration_s=opts.max_duration_s,
             max_pixels=opts.max_pixels,
             timeout_s=opts.decode_timeout_s,
-            text=TextSamplingConfig(max_text_frames=opts.max_text_frames) if ocr is not None else None,
+            text=TextSamplingConfig(max_text_frames=opts.max_text_frames,
+                                    text_frames_per_min=opts.text_frames_per_min) if ocr is not None else None,
             text_max_side=opts.ocr_max_side,
             audio=asr is not None,
             max_audio_s=opts.max_audio_s,

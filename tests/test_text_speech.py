@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from models.decode import DecodeConfig, decode_keyframes
+from models.keyframes import SamplingConfig
 from models.textframes import TextSamplingConfig
 from pipelines.make_sample import LOGO_TEXT, ShotSpec, make_video
 from schemas.elements import OcrInput, StageError, VideoAsr, VideoOcr
@@ -124,6 +125,24 @@ def test_text_frames_come_from_text_changes_not_the_clock(subtitle_video):
         assert any(1.6 * i <= t < 1.6 * (i + 1) for t in text_times), (i, text_times)
     # ... and not many more: the triggers follow the text, not every analysis tick.
     assert len(decoded.ocr_frames) <= 2 * len(SUBTITLES) + 2
+
+
+def test_text_frame_cap_grows_with_the_video(subtitle_video):
+    _, path = subtitle_video
+
+    def cue_windows(**text):
+        decoded = decode_keyframes(path, DecodeConfig(SamplingConfig(max_frames=2), text=TextSamplingConfig(**text),
+                                                      short_side=64))
+        texts = sum(f.reason == "text" for f in decoded.ocr_frames)
+        seen = [f.timestamp_s for f in decoded.ocr_frames]  # keyframes are read too
+        return texts, sum(any(1.6 * i <= t < 1.6 * (i + 1) for t in seen) for i in range(len(SUBTITLES)))
+
+    # A fixed cap of 2 text frames (and at most 2 keyframes) cannot cover 8 lines in 12.8 s ...
+    n, covered = cue_windows(max_text_frames=2, text_frames_per_min=0)
+    assert n == 2 and covered <= 4
+    # ... one frame per 1.6 s line (37.5 a minute; 40 a minute is 9 frames here) can.
+    n, covered = cue_windows(max_text_frames=2, text_frames_per_min=40)
+    assert 6 <= n <= 9 and covered == len(SUBTITLES)
 
 
 @pytest.fixture(scope="module")

@@ -114,6 +114,18 @@ def test_config_accepts_boundaries():
         cfg.min_line_s = 2.0  # frozen: a config cannot drift after validation
 
 
+def test_text_frame_cap_is_the_fixed_cap_or_the_per_minute_one():
+    cfg = TextSamplingConfig(max_text_frames=256, text_frames_per_min=40)
+    assert cfg.text_frame_cap(0) == cfg.text_frame_cap(10) == cfg.text_frame_cap(384) == 256
+    assert cfg.text_frame_cap(600) == 400 and cfg.text_frame_cap(600.1) == 401
+    assert TextSamplingConfig(max_text_frames=256, text_frames_per_min=0).text_frame_cap(3600) == 256
+    assert TextSamplingConfig(max_text_frames=0).text_frame_cap(3600) == 0  # 0 still means none
+    with pytest.raises(ValueError):
+        TextSamplingConfig(text_frames_per_min=-1)
+    with pytest.raises(ValueError):
+        TextSamplingConfig(text_frames_per_min=float("nan"))
+
+
 def test_band_rows_follow_band_top():
     assert band_rows(TextSamplingConfig()) == slice(4, 6)  # 2/3 of 6 rows
     assert band_rows(TextSamplingConfig(band_top=0.5)) == slice(3, 6)
