@@ -28,6 +28,8 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
+from models.memory import release_freed_memory
+
 logger = logging.getLogger(__name__)
 
 
@@ -77,6 +79,10 @@ def _serve(conn) -> None:
             conn.send(("error", (type(e).__name__, str(e), details, traceback.format_exc(limit=5))))
             continue
         conn.send(("ok", result))
+        # The result (a video's frames) and its pickle are garbage now: give their pages back so an
+        # idle child does not keep the largest video's footprint.
+        del request, fn, args, kwargs, result
+        release_freed_memory()
 
 
 class Isolated:

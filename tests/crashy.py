@@ -34,3 +34,24 @@ def fail_with_decode_error():
     from models.decode import DecodeError
 
     raise DecodeError("NoFrames", "nothing in there")
+
+
+_KEPT: list = []  # survivors of fragment_heap, pinning the heap as a long-lived object would
+
+
+def fragment_heap(mib: int) -> float:
+    """Allocates `mib` MiB in 64 KiB blocks (heap, not mmap), frees all but every 64th block, and
+    returns the resident MiB at the peak: what a decode leaves a process holding without a trim."""
+    from models.memory import resident_mib
+
+    blocks = [bytearray(b"x" * 65536) for _ in range(mib * 16)]
+    peak = resident_mib()
+    _KEPT.extend(blocks[::64])
+    del blocks
+    return peak
+
+
+def resident():
+    from models.memory import resident_mib
+
+    return resident_mib()

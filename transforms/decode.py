@@ -26,6 +26,7 @@ import apache_beam as beam
 
 from models.decode import DecodeConfig, DecodeError, DecodedVideo
 from models.isolated import Crashed, Isolated, RemoteError, TimedOut
+from models.memory import release_freed_memory
 from transforms.decode_uri import decode_uri
 from models.audio import SAMPLE_RATE
 from schemas.elements import (
@@ -78,6 +79,9 @@ class _DecodeFn(beam.DoFn):
             from tqdm import tqdm
 
             self._bar = tqdm(desc=f"decode[{os.getpid()}]", unit="video", file=sys.stderr, leave=False)
+
+    def finish_bundle(self):
+        release_freed_memory()  # the decoded videos have been handed on; their copies are garbage
 
     def teardown(self):
         if self._isolated is not None:

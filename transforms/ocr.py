@@ -20,6 +20,7 @@ from typing import Sequence
 
 import apache_beam as beam
 
+from models.memory import release_freed_memory
 from models.ocr import OcrConfig, OcrEngine, load_engine
 from models.ocr_domains import DomainConfig, FrameText, classify_video
 from schemas.elements import OcrInput, OcrItem, StageError, VideoOcr
@@ -162,6 +163,9 @@ class _ReadPartFn(beam.DoFn):
         self._failed.inc(len(errors))
         self._ms.update(int((time.perf_counter() - started) * 1000))
         yield video_id, _PartRead(index, part.width, part.height, _without_images(part.frames), read, tuple(errors))
+
+    def finish_bundle(self):
+        release_freed_memory()  # the parts' images are garbage now
 
 
 def _split(item: OcrInput, max_reads: int):
