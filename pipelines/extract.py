@@ -222,17 +222,35 @@ def _workers_in_this_process(options: PipelineOptions) -> bool:
     return _direct_mode(options)[0] in ("in_memory", "multi_threading")
 
 
-def _preload_models(config: ExtractConfig) -> None:
-    """Loads CLIP and Whisper on a background thread while the first videos decode (their stages
-    come after decoding; the launcher's core is otherwise idle then). `build_config` has already
-    put an OCR engine in this process's pool."""
-    from transforms.asr import engine_for as asr_engine_for
-    from transforms.embed import clip_for
+@dataclasses.dataclass(frozen=True)
+class LoadModels:
+    """Loads CLIP, Whisper and an OCR engine into this process's model cache (each at most once).
 
-    loads = [lambda: clip_for(config.clip)]
-    if config.asr is not None:
-        loads.append(lambda: asr_engine_for(config.asr))
-    preload(loads)
+    Picklable, so that each worker runs it (on a background thread, see DecodeVideos' `warm_up`)
+    while its first videos decode: the model stages come after decoding, and their loads (CLIP's
+    the longest: 5.5 s for ViT-B-32) would otherwise stall them. In-process workers (in_memory,
+    multi_threading) have it run by the launcher as soon as the config is known."""
+
+    clip: clip_models.ClipConfig | None  # None: CLIP lives elsewhere (--clip-model-copies)
+    asr: asr_models.AsrConfig | None
+    ocr: ocr_models.OcrConfig | None
+
+    @classmethod
+    def of(cls, config: "ExtractConfig") -> "LoadModels":
+        return cls(None if config.clip_model_copies > 0 else config.clip, config.asr, config.ocr)
+
+    def __call__(self) -> None:
+        from transforms.asr import engine_for as asr_engine_for
+        from transforms.embed import clip_for
+        from transforms.ocr import engine_for as ocr_engine_for
+
+        if self.ocr is not None:
+            with ocr_engine_for(self.ocr):  # a copy in the pool (none is loaded when one is there)
+                pass
+        if self.asr is not None:
+            asr_engine_for(self.asr)
+        if self.clip is not None:
+            clip_for(self.clip)
 
 
 def build_config(options: PipelineOptions) -> ExtractConfig:
@@ -350,7 +368,8 @@ def build_pipeline(p: beam.Pipeline, config: ExtractConfig, run_id: str, skip_fi
     if skip_files:
         manifest = manifest | "SkipDone" >> SkipDone(list(skip_files))
     decoded = manifest["requests"] | "DecodeVideos" >> DecodeVideos(
-        config.decode, config.progress, isolate=config.isolate_decode, plugins=config.plugins
+        config.decode, config.progress, isolate=config.isolate_decode, plugins=config.plugins,
+        warm_up=LoadModels.of(config),
     )
     embedded = {"frames": decoded["frames"], "videos": decoded["videos"]} | "EmbedFrames" >> EmbedFrames(
         config.clip, batch_size=config.clip_batch_size, with_patches=bool(config.tokenize.patch_codebook),
@@ -393,7 +412,7 @@ def run(argv: list[str] | None = None) -> int:
     if skip_files:
         logger.info("--skip-existing: skipping the video ids already in %d files of %s", len(skip_files), config.output)
     if _workers_in_this_process(options) and not dry_run:
-        _preload_models(config)
+        preload([LoadModels.of(config)])
     p = beam.Pipeline(options=options)
     build_pipeline(p, config, run_id, skip_files)
     result = p.run()

@@ -55,3 +55,16 @@ def resident():
     from models.memory import resident_mib
 
     return resident_mib()
+
+
+class TouchFile:
+    """A picklable warm-up for DecodeVideos: writes this process's pid to `path`."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __call__(self) -> None:
+        import os
+
+        with open(self.path, "w") as f:
+            f.write(str(os.getpid()))

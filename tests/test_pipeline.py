@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -339,6 +341,46 @@ def test_thread_budget_follows_the_direct_runner_mode(sample, monkeypatch, tmp_p
     ]))
     assert (config.clip.threads, config.ocr.threads, config.asr.threads, config.asr.workers) == (
         clip, ocr, asr_threads, asr_workers)
+
+
+def test_load_models_fills_the_process_caches_the_stages_use(sample, tmp_path):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from transforms import process_cache
+    from transforms.asr import engine_for as asr_engine_for
+    from transforms.embed import clip_for
+
+    config = extract.build_config(PipelineOptions([
+        "--input", sample["manifest"], "--output", str(tmp_path / "o"), "--clip-model", TINY_MODEL,
+        "--clip-pretrained", "none", "--torch-threads", "1"]))
+    warm = extract.LoadModels.of(config)
+    assert warm.clip == config.clip and warm.asr == config.asr and warm.ocr == config.ocr
+    assert extract.LoadModels.of(dataclasses.replace(config, clip_model_copies=1)).clip is None  # CLIP lives elsewhere
+    warm()
+    assert process_cache.pool_size("OCR", config.ocr) >= 1
+    # The stages find the very objects loaded ahead (no second load).
+    with process_cache._LOCK:
+        clip, asr = process_cache._MODELS[("CLIP", config.clip)], process_cache._MODELS[("ASR", config.asr)]
+    assert clip_for(config.clip) is clip and asr_engine_for(config.asr) is asr
+
+
+def test_decode_runs_its_warm_up_in_each_worker(sample, tmp_path):
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    from schemas.elements import VideoRequest
+    from tests.crashy import TouchFile
+    from transforms.decode import DecodeVideos
+
+    marker = tmp_path / "warmed"
+    videos = sample["expected"]["videos"]
+    with TestPipeline() as p:
+        _ = (p | beam.Create([VideoRequest(v["video_id"], v["uri"], i) for i, v in enumerate(videos)])
+             | DecodeVideos(DecodeConfig(short_side=32), warm_up=TouchFile(str(marker))))
+    deadline = time.time() + 30  # it runs on a background thread
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert marker.read_text() == str(os.getpid())  # DirectRunner's worker is this process
 
 
 def test_pooled_model_lends_one_copy_per_concurrent_caller():

@@ -28,6 +28,7 @@ from models.decode import DecodeConfig, DecodeError, DecodedVideo
 from models.isolated import Crashed, Isolated, RemoteError, TimedOut
 from models.memory import release_freed_memory
 from transforms.decode_uri import decode_uri
+from transforms.process_cache import preload
 from models.audio import SAMPLE_RATE
 from schemas.elements import (
     ErrorRecord,
@@ -55,8 +56,9 @@ _HARD_TIMEOUT_GRACE_S = 5.0
 
 class _DecodeFn(beam.DoFn):
     def __init__(self, config: DecodeConfig, progress: bool, isolate: bool, decode_fn=decode_uri,
-                 plugins: tuple[str, ...] = ()):
+                 plugins: tuple[str, ...] = (), warm_up=None):
         self._config = config
+        self._warm_up = warm_up
         self._plugins = tuple(plugins)
         self._progress = progress
         self._isolate = isolate
@@ -72,6 +74,10 @@ class _DecodeFn(beam.DoFn):
         self._bar = None
 
     def setup(self):
+        if self._warm_up is not None:
+            # The worker's model stages come after decoding: load their models meanwhile, while
+            # the decode child starts and the videos decode in it.
+            preload([self._warm_up])
         if self._isolate:
             timeout = self._config.timeout_s + _HARD_TIMEOUT_GRACE_S if self._config.timeout_s else None
             self._isolated = Isolated(timeout_s=timeout, preload=(*self._plugins, self._decode_fn.__module__)).start()
@@ -167,9 +173,12 @@ class DecodeVideos(beam.PTransform):
     'errors': ErrorRecord}."""
 
     def __init__(self, config: DecodeConfig, progress: bool = False, isolate: bool = True, decode_fn=decode_uri,
-                 plugins: tuple[str, ...] = ()):
-        """`plugins`: modules the decode child imports first (Beam's --beam_plugins: e.g. a filesystem)."""
+                 plugins: tuple[str, ...] = (), warm_up=None):
+        """`plugins`: modules the decode child imports first (Beam's --beam_plugins: e.g. a filesystem).
+        `warm_up`: a picklable call that loads the later stages' models into the process cache
+        (`transforms.process_cache`); each worker runs it on a background thread when it starts decoding."""
         super().__init__()
+        self._warm_up = warm_up
         self._plugins = tuple(plugins)
         self._config = config
         self._progress = progress
@@ -177,9 +186,8 @@ class DecodeVideos(beam.PTransform):
         self._decode_fn = decode_fn
 
     def expand(self, requests):
-        out = requests | "Decode" >> beam.ParDo(_DecodeFn(self._config, self._progress, self._isolate, self._decode_fn, self._plugins)).with_outputs(
-            FRAMES, OCR, AUDIO, ERRORS, main="videos"
-        )
+        decode = _DecodeFn(self._config, self._progress, self._isolate, self._decode_fn, self._plugins, self._warm_up)
+        out = requests | "Decode" >> beam.ParDo(decode).with_outputs(FRAMES, OCR, AUDIO, ERRORS, main="videos")
         # Break fusion after decoding so each model stage spreads over workers independently.
         return {
             "videos": out.videos,
