@@ -7,7 +7,7 @@ a decoder, or the OOM killer), `TimedOut` (no answer within `timeout_s`; the chi
 
 One long-lived child serves every call, so the price is a pickle of the arguments and the result
 through a pipe, not a process start; a new child starts only after a crash or a timeout. Children
-are fresh interpreters (`python -c`, the parent's sys.path) -- never forked from a parent that
+are fresh interpreters (`python -c`, the parent's sys.path, see `child_path`) -- never forked from a parent that
 runs torch, ONNX Runtime and CTranslate2 thread pools, where a fork can inherit a held lock and
 hang, and never re-running the parent's __main__ as multiprocessing's "spawn" does.
 
@@ -59,6 +59,25 @@ def _child_main(fd: int, preload: tuple[str, ...] = ()) -> None:
     for module in preload:
         importlib.import_module(module)
     _serve(Connection(fd))
+
+
+def child_path(path: list) -> list[str]:
+    """The parent's import path for a child, minus directories inside a package.
+
+    A library may put its own package directory on sys.path for the length of an import (OpenCV's
+    loader does: `.../site-packages/cv2`, which holds a `typing` package). A child started by
+    another thread at that moment would find `cv2/typing` before the standard library's (its
+    PYTHONPATH comes first) and die on its first import. No legitimate top-level path entry is a
+    package or lies inside one."""
+    out = []
+    for entry in path:
+        if not isinstance(entry, str) or not entry or entry in out:
+            continue
+        inside = os.path.isfile(os.path.join(entry, "__init__.py")) or os.path.isfile(
+            os.path.join(os.path.dirname(os.path.abspath(entry)), "__init__.py"))
+        if not inside:
+            out.append(entry)
+    return out
 
 
 def _serve(conn) -> None:
@@ -113,7 +132,7 @@ class Isolated:
         self._stop()
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)
+        env["PYTHONPATH"] = os.pathsep.join(child_path(sys.path))
         code = f"from models.isolated import _child_main; _child_main({theirs.fileno()}, {self._preload!r})"
         process = subprocess.Popen([sys.executable, "-c", code], pass_fds=(theirs.fileno(),), env=env,
                                    stdin=subprocess.DEVNULL)

@@ -266,6 +266,24 @@ def test_isolated_survives_crashes_timeouts_and_errors():
         assert iso.restarts == 2
 
 
+def test_isolated_child_starts_while_a_package_directory_is_on_sys_path(tmp_path, monkeypatch):
+    # What OpenCV's loader does for the length of `import cv2` (in another thread, e.g. a model
+    # warm-up): its package directory, which holds a `typing` package, sits on sys.path.
+    pkg = tmp_path / "cvlike"
+    (pkg / "typing").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "typing" / "__init__.py").write_text("raise ImportError('the wrong typing')\n")
+    (pkg / "python-3").mkdir()
+    monkeypatch.setattr(sys, "path", [str(pkg), str(pkg / "python-3"), *sys.path])
+    from models.isolated import child_path
+
+    assert str(pkg) not in child_path(sys.path) and str(pkg / "python-3") not in child_path(sys.path)
+    assert REPO in child_path(sys.path) or any(os.path.samefile(p, REPO) for p in child_path(sys.path)
+                                                if os.path.isdir(p))
+    with Isolated(timeout_s=60.0) as iso:
+        assert iso.call(pow, 2, 5) == 32
+
+
 def test_isolated_child_gives_freed_memory_back_after_each_call():
     from tests.crashy import fragment_heap, resident
 
