@@ -42,7 +42,7 @@ from transforms.decode import DecodeVideos
 from transforms.ocr import ReadText
 from transforms.embed import EmbedFrames
 from transforms.files import localize
-from transforms.process_cache import pooled_model, preload
+from transforms.process_cache import pool_size, pooled_model, preload
 from transforms.read_manifest import ReadManifest, SkipDone, resolve_input
 from transforms.tokenize import TokenizeConfig, TokenizeFrames
 from transforms.write import WriteForwardIndex
@@ -244,8 +244,8 @@ class LoadModels:
         from transforms.embed import clip_for
         from transforms.ocr import engine_for as ocr_engine_for
 
-        if self.ocr is not None:
-            with ocr_engine_for(self.ocr):  # a copy in the pool (none is loaded when one is there)
+        if self.ocr is not None and pool_size("OCR", self.ocr) == 0:
+            with ocr_engine_for(self.ocr):  # one copy into the pool; readers add more as they need
                 pass
         if self.asr is not None:
             asr_engine_for(self.asr)
