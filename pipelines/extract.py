@@ -277,13 +277,12 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
     # the process's cores: a straggling video then has the machine to itself. RapidOCR gains
     # nothing from a second ONNX Runtime thread (8.9 vs 8.6 s for 40 frames, twice the CPU), so
     # each worker thread gets its own engine copy on its share of the cores instead.
-    # Worker processes split torch's cores: two 2-thread CLIPs at once took 1.5x the time of two
-    # 1-thread ones (27 vs 18 s). CTranslate2 does not mind sharing (two 2-thread Whispers at once:
-    # 12.1 s, two 1-thread: 12.2 s), so Whisper gets every core: DirectRunner runs one stage at a
-    # time, and a long video's transcript alone in its stage then takes 1.4x less time (8.9 vs 12.8 s).
-    cores = os.cpu_count() or 1
-    threads = opts.torch_threads or (max(1, cores // workers) if workers else 0)
-    asr_threads = opts.torch_threads or (cores if workers else 0)
+    # Worker processes split the cores: two 2-thread CLIPs at once took 1.5x the time of two 1-thread
+    # ones (27 vs 18 s). Whisper with every core in each worker process looked free on one 120 s clip
+    # (two 2-thread Whispers at once 12.1 s, two 1-thread 12.2 s) and sped up a long video alone,
+    # but on the benchmark's many short videos it cost 1.9 CPU-s more per 10 s video (scale-100:
+    # 611 vs 425 CPU-s), so Whisper splits the cores too.
+    threads = opts.torch_threads or (max(1, (os.cpu_count() or 1) // workers) if workers else 0)
     worker_threads = _worker_threads(options)
     ocr_threads = opts.torch_threads or (max(1, threads // worker_threads) if threads else 0)
     clip = clip_models.ClipConfig(opts.clip_model, opts.clip_pretrained, opts.device, threads)
@@ -316,7 +315,7 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
             ocr_model_id = engine.model_id()
     if opts.asr:
         asr = asr_models.AsrConfig(model=opts.asr_model, language=opts.asr_language, device=opts.device,
-                                   vad=opts.asr_vad, beam_size=opts.asr_beam_size, threads=asr_threads,
+                                   vad=opts.asr_vad, beam_size=opts.asr_beam_size, threads=threads,
                                    condition=opts.asr_condition, workers=worker_threads)
         asr_model_id = asr_models.resolve_model(localize(opts.asr_model))[1]
     return ExtractConfig(
