@@ -7,9 +7,9 @@ a decoder, or the OOM killer), `TimedOut` (no answer within `timeout_s`; the chi
 
 One long-lived child serves every call, so the price is a pickle of the arguments and the result
 through a pipe, not a process start; a new child starts only after a crash or a timeout. Children
-are fresh interpreters (`python -c`, the parent's sys.path, see `child_path`) -- never forked from a parent that
-runs torch, ONNX Runtime and CTranslate2 thread pools, where a fork can inherit a held lock and
-hang, and never re-running the parent's __main__ as multiprocessing's "spawn" does.
+are fresh interpreters (`python -c`, the parent's sys.path, see `child_path`) -- never forked
+from a parent that runs torch, ONNX Runtime and CTranslate2 thread pools, where a fork can inherit
+a held lock and hang, and never re-running the parent's __main__ as multiprocessing's "spawn" does.
 
 No Beam in here.
 """
