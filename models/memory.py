@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import os
 
 
 @functools.lru_cache(maxsize=1)
@@ -33,11 +32,3 @@ def release_freed_memory() -> bool:
     trim = _malloc_trim()
     return bool(trim(0)) if trim is not None else False
 
-
-def resident_mib() -> float:
-    """This process's resident set size in MiB (Linux /proc; 0.0 where there is none)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return 0.0

@@ -41,20 +41,14 @@ _KEPT: list = []  # survivors of fragment_heap, pinning the heap as a long-lived
 
 def fragment_heap(mib: int) -> float:
     """Allocates `mib` MiB in 64 KiB blocks (heap, not mmap), frees all but every 64th block, and
-    returns the resident MiB at the peak: what a decode leaves a process holding without a trim."""
-    from models.memory import resident_mib
+    returns the resident KiB at the peak: what a decode leaves a process holding without a trim."""
+    from bench._common import current_rss_kb
 
     blocks = [bytearray(b"x" * 65536) for _ in range(mib * 16)]
-    peak = resident_mib()
+    peak = current_rss_kb()
     _KEPT.extend(blocks[::64])
     del blocks
     return peak
-
-
-def resident():
-    from models.memory import resident_mib
-
-    return resident_mib()
 
 
 class TouchFile:
