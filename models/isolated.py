@@ -1,9 +1,10 @@
 """Run risky native work in a child process: a crash or a hang costs one call, not the worker.
 
 Consumes a picklable top-level function and its arguments.
-Produces the function's return value, or raises `Crashed` (the child died: a segfault or abort in
-a decoder, or the OOM killer), `TimedOut` (no answer within `timeout_s`; the child is killed), or
-`RemoteError` (the function raised; its type name and message travel back).
+Produces the function's return value (`call`), or the items it yields, each as soon as the child
+has it (`stream`), or raises `Crashed` (the child died: a segfault or abort in a decoder, or the
+OOM killer), `TimedOut` (no answer within `timeout_s`; the child is killed), or `RemoteError` (the
+function raised; its type name and message travel back).
 
 One long-lived child serves every call, so the price is a pickle of the arguments and the result
 through a pipe, not a process start; a new child starts only after a crash or a timeout. Children
@@ -16,6 +17,7 @@ No Beam in here.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
@@ -26,7 +28,7 @@ import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from models.memory import release_freed_memory
 
@@ -81,7 +83,8 @@ def child_path(path: list) -> list[str]:
 
 
 def _serve(conn) -> None:
-    """The child's loop: receive (fn, args), send ("ok", result) or ("error", ...)."""
+    """The child's loop: receive (fn, args, kwargs, stream), send ("ok", result) or ("error", ...);
+    for a stream, first ("item", x) for each x the function yields (one item if it returns)."""
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -90,9 +93,14 @@ def _serve(conn) -> None:
             return
         if request is None:
             return
-        fn, args, kwargs = request
+        fn, args, kwargs, stream = request
         try:
             result = fn(*args, **kwargs)
+            if stream:
+                for item in result if inspect.isgenerator(result) else (result,):
+                    conn.send(("item", item))
+                    del item
+                result = None
         except BaseException as e:  # noqa: BLE001 -- everything goes back to the parent
             details = {k: v for k, v in vars(e).items() if isinstance(v, (str, int, float, bool))}
             conn.send(("error", (type(e).__name__, str(e), details, traceback.format_exc(limit=5))))
@@ -148,31 +156,65 @@ class Isolated:
         self._process, self._conn = process, parent
 
     def call(self, fn: Callable, *args, **kwargs):
+        """`fn(*args, **kwargs)` in the child; at most `timeout_s` of waiting for it."""
         with self._lock:
-            self._ensure_started()
-            started = time.monotonic()
-            try:
-                self._conn.send((fn, args, kwargs))
-            except (BrokenPipeError, OSError) as e:
-                self._restart()
-                raise Crashed(f"worker child is gone: {e}") from e
-            try:
-                ready = self._conn.poll(self.timeout_s)
-            except (EOFError, OSError):
-                ready = True  # the recv below reports it
-            if not ready:
-                self._restart()
-                raise TimedOut(f"no result after {time.monotonic() - started:.1f} s (limit {self.timeout_s:g} s)")
-            try:
-                status, payload = self._conn.recv()
-            except (EOFError, OSError) as e:
-                code = self._exit_code()
-                self._restart()
-                raise Crashed(f"worker child died (exit code {code}{_signal_name(code)})") from e
+            self._send(fn, args, kwargs, stream=False)
+            status, payload = self._receive(self.timeout_s, time.monotonic())
         if status == "error":
-            type_name, message, details, trace = payload
-            raise RemoteError(type_name, message, details)
+            raise _remote_error(payload)
         return payload
+
+    def stream(self, fn: Callable, *args, **kwargs) -> Iterator:
+        """Yields what `fn(*args, **kwargs)` yields in the child (a generator function; a plain
+        function's result is one item), each item as soon as the child has sent it, so the caller
+        works on it while the child goes on. `timeout_s` bounds the time spent waiting for the child
+        over the whole stream; time the caller spends between items does not count.
+
+        Calls are serialised: the child is this stream's until it ends. A stream the caller leaves
+        before its end (an exception, or `close()`) restarts the child, which may still be working."""
+        with self._lock:
+            self._send(fn, args, kwargs, stream=True)
+            waited, finished = 0.0, False
+            try:
+                while True:
+                    started = time.monotonic()
+                    left = None if self.timeout_s is None else max(0.0, self.timeout_s - waited)
+                    status, payload = self._receive(left, started - waited)
+                    waited += time.monotonic() - started
+                    if status != "item":
+                        finished = True
+                        break
+                    yield payload
+                    del payload
+            finally:
+                if not finished and self._process is not None:
+                    self._restart()
+        if status == "error":
+            raise _remote_error(payload)
+
+    def _send(self, fn: Callable, args: tuple, kwargs: dict, stream: bool) -> None:
+        self._ensure_started()
+        try:
+            self._conn.send((fn, args, kwargs, stream))
+        except (BrokenPipeError, OSError) as e:
+            self._restart()
+            raise Crashed(f"worker child is gone: {e}") from e
+
+    def _receive(self, timeout_s: float | None, started: float) -> tuple[str, Any]:
+        """The child's next message; `started`: when the wait for this call began (for the message)."""
+        try:
+            ready = self._conn.poll(timeout_s)
+        except (EOFError, OSError):
+            ready = True  # the recv below reports it
+        if not ready:
+            self._restart()
+            raise TimedOut(f"no result after {time.monotonic() - started:.1f} s (limit {self.timeout_s:g} s)")
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError) as e:
+            code = self._exit_code()
+            self._restart()
+            raise Crashed(f"worker child died (exit code {code}{_signal_name(code)})") from e
 
     def _exit_code(self) -> int | None:
         if self._process is None:
@@ -211,6 +253,11 @@ class Isolated:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _remote_error(payload) -> RemoteError:
+    type_name, message, details, _trace = payload
+    return RemoteError(type_name, message, details)
 
 
 def _signal_name(code: int | None) -> str:

@@ -1,4 +1,4 @@
-"""Test-only decode functions for DecodeVideos(decode_fn=...): a native crash, a hang. Not a test file.
+"""Test-only functions for DecodeVideos(decode_fn=...) and Isolated: a native crash, a hang, streams. Not a test file.
 
 They run in the isolated decode child (imported there by name), so they must be top-level here.
 """
@@ -62,3 +62,65 @@ class TouchFile:
 
         with open(self.path, "w") as f:
             f.write(str(os.getpid()))
+
+
+def audio_then_wait(uri, config):
+    """Decodes `uri` in parts, but after handing over the audio waits (at most 60 s) for the file
+    named after "?wait=" before decoding the frames: they come only if the audio's consumer ran
+    while this child was still at work."""
+    import os
+
+    from transforms.decode_uri import decode_uri_parts
+
+    path, marker = uri.split("?wait=")
+    parts = decode_uri_parts(path, config)
+    yield next(parts)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(marker):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the audio's consumer never ran while the frames were pending")
+        time.sleep(0.05)
+    yield from parts
+
+
+def audio_then_fail(uri, config):
+    """Hands over the audio of `uri`, then fails as a corrupt video stream would."""
+    from models.decode import DecodeError
+    from transforms.decode_uri import decode_uri_parts
+
+    yield next(decode_uri_parts(uri, config))
+    raise DecodeError("DecodeError", "decoding failed: the frames are corrupt")
+
+
+def count_then_hang(n):
+    """Yields 0 .. n-1 at once, then hangs."""
+    yield from range(n)
+    while True:
+        time.sleep(3600)
+
+
+def yield_then_fail(n):
+    yield from range(n)
+    fail_with_decode_error()
+
+
+def yield_then_crash(n):
+    yield from range(n)
+    segfault()
+
+
+def wait_for_file(path, timeout_s=60.0):
+    """Yields 1, waits for `path` to exist (the caller makes it after receiving 1), yields 2."""
+    import os
+
+    yield 1
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the caller never got the first item while the call ran")
+        time.sleep(0.05)
+    yield 2
+
+
+def count(n):
+    yield from range(n)

@@ -266,6 +266,41 @@ def test_isolated_survives_crashes_timeouts_and_errors():
         assert iso.restarts == 2
 
 
+def test_isolated_stream_hands_each_item_over_while_the_child_works(tmp_path):
+    from tests.crashy import count, count_then_hang, wait_for_file, yield_then_crash, yield_then_fail
+
+    marker = tmp_path / "got-the-first"
+    with Isolated(timeout_s=3.0, preload=("tests.crashy",)) as iso:
+        got = []
+        for item in iso.stream(wait_for_file, str(marker)):
+            got.append(item)
+            marker.touch()  # the child goes on only once the caller holds item 1
+        assert got == [1, 2]
+        assert list(iso.stream(pow, 2, 10)) == [1024]  # a plain function: its result is one item
+        seen = []
+        with pytest.raises(RemoteError) as e:
+            seen.extend(iso.stream(yield_then_fail, 3))
+        assert seen == [0, 1, 2] and e.value.details["error_type"] == "NoFrames"
+        seen.clear()
+        with pytest.raises(Crashed, match="SIGSEGV"):
+            seen.extend(iso.stream(yield_then_crash, 2))
+        assert seen == [0, 1] and iso.restarts == 1
+        with pytest.raises(TimedOut):
+            list(iso.stream(count_then_hang, 2))
+        assert iso.restarts == 2
+        # Only waiting counts against the limit: a caller slower than it between items is fine.
+        slow = []
+        for item in iso.stream(count, 3):
+            time.sleep(1.5)  # 4.5 s in all, over the 3 s limit
+            slow.append(item)
+        assert slow == [0, 1, 2] and iso.restarts == 2
+        # A stream left early restarts the child (it may still be sending); the next call is served.
+        stream = iso.stream(count_then_hang, 5)
+        assert next(stream) == 0
+        stream.close()
+        assert iso.restarts == 3 and iso.call(sum, [1, 2]) == 3
+
+
 def test_isolated_child_starts_while_a_package_directory_is_on_sys_path(tmp_path, monkeypatch):
     # What OpenCV's loader does for the length of `import cv2` (in another thread, e.g. a model
     # warm-up): its package directory, which holds a `typing` package, sits on sys.path.
