@@ -1,7 +1,8 @@
 """Decode an audio track to what Whisper reads: mono float32 at 16 kHz. No Beam.
 
-Consumes PyAV audio frames (from a demux loop the caller owns, through `AudioCollector`) or a local
-path / binary file object (through `decode_audio`, which owns its container). Any codec, sample
+Consumes PyAV audio frames (from a demux loop the caller owns, through `AudioCollector`), an audio
+stream of a container the caller opened (`collect_audio`), or a local path / binary file object
+(through `decode_audio`, which owns its container). Any codec, sample
 rate, sample format (planar or packed) and channel layout: stereo and 5.1 are downmixed by
 libswresample's standard matrix.
 Produces a 1-D float32 numpy array of samples at `SAMPLE_RATE`, at most `max_duration_s` long.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import av
 import numpy as np
@@ -137,25 +138,37 @@ def decode_audio(source: str | BinaryIO, max_duration_s: float = DEFAULT_MAX_AUD
         stream = container.streams.best("audio")
         if stream is None:
             return None
+        return collect_audio(container, stream, max_duration_s, name=str(source))
+
+
+def collect_audio(container, stream: av.audio.stream.AudioStream, max_duration_s: float = DEFAULT_MAX_AUDIO_S,
+                  name: str = "", check: Callable[[], None] | None = None) -> np.ndarray:
+    """Reads `stream` of an open container to mono float32 16 kHz (see `decode_audio`); raises AudioError.
+    `check` is called before each packet (a caller's deadline: whatever it raises goes through)."""
+    try:
         collector = AudioCollector(stream, max_duration_s)
-        packets = bad_packets = 0
-        try:
-            for packet in container.demux(stream):
-                packets += 1 if packet.size else 0  # the last, empty packet only drains the decoder
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:
-                    bad_packets += 1
-                    continue
-                if not all(collector.add(f) for f in frames):
-                    break
-        except av.error.FFmpegError as e:
-            raise AudioError("AudioDecodeError", f"audio decoding failed: {e}") from e
-        if packets and bad_packets == packets:
-            raise AudioError("AudioDecodeError", f"none of the {packets} audio packets could be decoded")
-        if bad_packets:
-            logger.warning("skipped %d of %d undecodable audio packets in %s", bad_packets, packets, source)
-        try:
-            return collector.finish()
-        except av.error.FFmpegError as e:
-            raise AudioError("AudioDecodeError", f"audio resampling failed: {e}") from e
+    except (av.error.FFmpegError, ValueError) as e:
+        raise AudioError("AudioDecodeError", f"audio: {e}") from e
+    packets = bad_packets = 0
+    try:
+        for packet in container.demux(stream):
+            if check is not None:
+                check()
+            packets += 1 if packet.size else 0  # the last, empty packet only drains the decoder
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                bad_packets += 1
+                continue
+            if not all(collector.add(f) for f in frames):
+                break
+    except (av.error.FFmpegError, ValueError) as e:
+        raise AudioError("AudioDecodeError", f"audio decoding failed: {e}") from e
+    if packets and bad_packets == packets:
+        raise AudioError("AudioDecodeError", f"none of the {packets} audio packets could be decoded")
+    if bad_packets:
+        logger.warning("skipped %d of %d undecodable audio packets in %s", bad_packets, packets, name or "audio")
+    try:
+        return collector.finish()
+    except (av.error.FFmpegError, ValueError) as e:
+        raise AudioError("AudioDecodeError", f"audio resampling failed: {e}") from e

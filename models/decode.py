@@ -4,7 +4,12 @@ Consumes a local path or a binary file object (what Beam's FileSystems.open retu
 Produces a `DecodedVideo`: stream facts (duration, fps, display size, codec, audio), the chosen
 keyframes as uint8 RGB arrays whose shorter side is `short_side` (the CLIP input size), the frames
 OCR reads at a bounded text resolution (`models.textframes` decides which), and the audio track as
-16 kHz mono float32 for ASR -- all from a single pass over the file's packets.
+16 kHz mono float32 for ASR.
+
+Two passes over the file's packets, audio first (`decode_parts` yields them in that order): the
+audio pass only demuxes and decodes the audio stream (a second or two for a 10 minute video), so a
+caller can start transcribing while the video pass -- the long one -- is still running (see
+transforms/decode.py). `decode_keyframes` runs both and returns one `DecodedVideo`.
 
 Memory stays bounded whatever the video's length: frames are resized in the decoder (swscale) the
 moment they are kept, thumbnails for cut and text detection are 64x36 and 320x180, the candidate
@@ -17,12 +22,12 @@ import dataclasses
 import logging
 import math
 import time
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import av
 import numpy as np
 
-from models.audio import AudioCollector, AudioError
+from models.audio import AudioError, collect_audio
 from models.errors import InputError, open_container
 from models.keyframes import (
     Candidate,
@@ -149,24 +154,87 @@ def _reported_duration(container, stream) -> float | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class DecodedAudio:
+    """The audio pass's result: the default audio stream as float32 mono 16 kHz (None when the file
+    has none or it failed), and why it failed. Audio trouble never fails the video."""
+
+    samples: np.ndarray | None
+    error: AudioError | None = None
+
+
 def decode_keyframes(source: str | BinaryIO, config: DecodeConfig = DecodeConfig()) -> DecodedVideo:
-    """Decodes the default video stream (and audio, if asked) once. Raises DecodeError."""
+    """Decodes the default video stream (and audio, if asked) of `source`. Raises DecodeError."""
+    parts = list(decode_parts(source, config))
+    video = parts[-1]
+    if len(parts) == 1:
+        return video
+    audio = parts[0]
+    return dataclasses.replace(video, audio=audio.samples, audio_error=audio.error)
+
+
+def decode_parts(source: str | BinaryIO, config: DecodeConfig = DecodeConfig()) -> Iterator["DecodedAudio | DecodedVideo"]:
+    """Yields the audio pass's `DecodedAudio` (when `config.audio`), then the video pass's
+    `DecodedVideo` (without audio). A file object is rewound between the passes. Raises DecodeError,
+    possibly after the audio: a caller that used it must drop what it made of it."""
     started = time.perf_counter()
+    if config.audio:
+        yield decode_audio_pass(source, config, started)
+        if not isinstance(source, str):
+            source.seek(0)
+    yield decode_video_pass(source, config, started)
+
+
+def _open_video(source: str | BinaryIO, config: DecodeConfig):
+    """The container and its default video stream, or DecodeError for what is no video at all."""
     container = open_container(source, DecodeError, "DecodeError", "a video container")
-    with container:
+    try:
         if not container.streams.video:
             raise DecodeError("NoVideoStream", "the file has no video stream")
         if _is_still_image(container.format.name):
             raise DecodeError("NotAVideo", f"the file is a still image ({container.format.name}), not a video")
         stream = container.streams.best("video") or container.streams.video[0]
         _check_size(stream.codec_context.width, stream.codec_context.height, config.max_pixels, "declared")
+    except BaseException:
+        container.close()
+        raise
+    return container, stream
+
+
+def _deadline_check(config: DecodeConfig, started: float):
+    def check():
+        if config.timeout_s is not None and time.perf_counter() - started > config.timeout_s:
+            raise DecodeError("Timeout", f"decoding took more than {config.timeout_s:g} s (in the audio pass)")
+    return check
+
+
+def decode_audio_pass(source: str | BinaryIO, config: DecodeConfig, started: float | None = None) -> DecodedAudio:
+    """The default audio stream, up to `config.max_audio_s`. A file that the video pass would refuse
+    (no video stream, a still image, too large) is refused here already, before any audio work;
+    `started` (perf_counter) starts the `timeout_s` clock shared with the video pass."""
+    started = time.perf_counter() if started is None else started
+    container, _ = _open_video(source, config)
+    with container:
+        stream = container.streams.best("audio") if container.streams.audio else None
+        if stream is None:
+            return DecodedAudio(None)
+        try:
+            samples = collect_audio(container, stream, config.max_audio_s, name="audio",
+                                    check=_deadline_check(config, started))
+        except AudioError as e:
+            return DecodedAudio(None, e)
+        return DecodedAudio(samples)
+
+
+def decode_video_pass(source: str | BinaryIO, config: DecodeConfig, started: float | None = None) -> DecodedVideo:
+    """The video pass: keyframes, text frames and stream facts (`audio` left None). Raises DecodeError."""
+    started = time.perf_counter() if started is None else started
+    container, stream = _open_video(source, config)
+    with container:
         stream.thread_type = "AUTO"
         if config.threads:
             stream.codec_context.thread_count = config.threads
-        audio_stream = None
-        if config.audio and container.streams.audio:
-            audio_stream = container.streams.best("audio") or container.streams.audio[0]
-        state = _Pass(container, stream, audio_stream, config)
+        state = _Pass(container, stream, config, started)
         try:
             state.run()
         except av.error.FFmpegError as e:
@@ -175,10 +243,9 @@ def decode_keyframes(source: str | BinaryIO, config: DecodeConfig = DecodeConfig
 
 
 class _Pass:
-    """One pass over a container's packets: video frames feed the keyframe and text detectors,
-    audio frames the audio collector. Audio trouble never fails the video."""
+    """One pass over a container's video frames: they feed the keyframe and text detectors."""
 
-    def __init__(self, container, stream, audio_stream, config: DecodeConfig):
+    def __init__(self, container, stream, config: DecodeConfig, started: float):
         self.container, self.stream, self.config = container, stream, config
         self.fps = _frame_rate(stream)
         self.detector = CandidateDetector(config.sampling)
@@ -187,7 +254,7 @@ class _Pass:
         # (candidate, image at short_side or None, image at text size, edge map), as in `kept`
         self.text_kept: list[tuple[Candidate, np.ndarray | None, np.ndarray, np.ndarray]] = []
         self.index = -1
-        self.started = time.perf_counter()
+        self.started = started
         self.last_size = (0, 0)
         self.last_t = 0.0
         self.rotation = 0.0
@@ -201,45 +268,10 @@ class _Pass:
             stated = min(stated, config.max_duration_s)
         self.text_cap_stated = config.text.text_frame_cap(stated) if config.text is not None else 0
         self.truncated = False
-        self.video_done = False
-        self.audio_stream = audio_stream
-        self.audio: AudioCollector | None = None  # None once audio is done, failed or not wanted
-        self.audio_samples: np.ndarray | None = None
-        self.audio_error: AudioError | None = None
-        if audio_stream is not None:
-            try:
-                self.audio = AudioCollector(audio_stream, config.max_audio_s)
-            except (AudioError, av.error.FFmpegError, ValueError) as e:
-                self._audio_failed(e)
-
-    def _audio_failed(self, e: Exception) -> None:
-        self.audio = None
-        self.audio_error = e if isinstance(e, AudioError) else AudioError("AudioDecodeError", f"audio: {e}")
 
     def run(self) -> None:
-        if self.audio is None:
-            for frame in self.container.decode(self.stream):
-                if not self._on_video(frame):
-                    break
-            return
-        for packet in self.container.demux(self.stream, self.audio_stream):
-            if packet.stream.index == self.stream.index:
-                if self.video_done:
-                    continue
-                for frame in packet.decode():
-                    if not self._on_video(frame):
-                        self.video_done = True
-                        break
-            elif self.audio is not None:
-                try:
-                    for frame in packet.decode():
-                        if not self.audio.add(frame):
-                            # Enough audio (max_audio_s): keep it and stop decoding audio packets.
-                            self.audio_samples, self.audio = self.audio.finish(), None
-                            break
-                except (AudioError, av.error.FFmpegError, ValueError) as e:
-                    self._audio_failed(e)
-            if self.video_done and self.audio is None:
+        for frame in self.container.decode(self.stream):
+            if not self._on_video(frame):
                 break
 
     def _on_video(self, frame) -> bool:
@@ -349,12 +381,6 @@ class _Pass:
         if int(round(self.rotation / 90.0)) % 2:
             width, height = height, width
         ocr_frames = self._ocr_frames(kept) if cfg.text is not None else []
-        audio = self.audio_samples
-        if self.audio is not None:
-            try:
-                audio = self.audio.finish()
-            except (AudioError, av.error.FFmpegError, ValueError) as e:
-                self._audio_failed(e)
         return DecodedVideo(
             duration_s=duration,
             fps=self.fps,
@@ -366,8 +392,6 @@ class _Pass:
             keyframes=[(c, img) for c, img, _, _ in kept],
             decode_seconds=time.perf_counter() - started,
             ocr_frames=ocr_frames,
-            audio=audio,
-            audio_error=self.audio_error,
             text_frame_images={f.frame_index: self._clip_images[f.frame_index] for f in ocr_frames
                                if f.reason == "text" and cfg.embed_text_frames},
         )

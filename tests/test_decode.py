@@ -149,3 +149,75 @@ def test_decode_transform_routes_videos_frames_and_errors(sample, tmp_path):
             equal_to([("ghost", "decode", "FileNotFound")]),
             label="errors",
         )
+
+
+def test_audio_comes_first_then_the_frames(sample):
+    from models.decode import DecodedAudio, DecodedVideo, decode_parts
+
+    uri = sample["expected"]["videos"][0]["uri"]
+    config = DecodeConfig(short_side=32, audio=True)
+    whole = decode_keyframes(uri, config)
+    with open(uri, "rb") as f:  # a file object (what FileSystems gives) is rewound for the video pass
+        audio, video = list(decode_parts(f, config))
+    assert isinstance(audio, DecodedAudio) and isinstance(video, DecodedVideo)
+    assert video.audio is None and audio.error is None and audio.samples.size > 16000
+    np.testing.assert_array_equal(audio.samples, whole.audio)
+    assert [c.frame_index for c, _ in video.keyframes] == [c.frame_index for c, _ in whole.keyframes]
+    assert video.frames_decoded == whole.frames_decoded
+    assert [type(p).__name__ for p in decode_parts(uri, DecodeConfig(short_side=32))] == ["DecodedVideo"]
+
+
+def test_a_file_with_no_video_is_refused_before_its_audio_is_decoded(tmp_path):
+    from models.decode import decode_parts
+
+    path = str(tmp_path / "audio.m4a")
+    _write_audio_only(path)
+    parts = decode_parts(path, DecodeConfig(audio=True))
+    with pytest.raises(DecodeError) as e:
+        next(parts)
+    assert e.value.error_type == "NoVideoStream"
+
+
+class _TouchOnAudio(beam.DoFn):
+    """Stands for ASR: fused after DecodeVideos' audio output, it marks that it ran."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def process(self, audio):
+        with open(self.marker, "w") as f:
+            f.write(audio.video_id)
+        yield audio.video_id, audio.samples.size
+
+
+def test_the_audio_consumer_runs_while_the_child_decodes_the_frames(sample, tmp_path):
+    # The child hands the audio over, then decodes the frames only once the marker exists: the
+    # video comes out only if the audio's consumer ran in between (fused, not after a shuffle).
+    from tests.crashy import audio_then_wait
+
+    uri = sample["expected"]["videos"][0]["uri"]
+    marker = str(tmp_path / "asr-ran")
+    config = DecodeConfig(short_side=32, audio=True)
+    with BeamTestPipeline() as p:
+        out = p | beam.Create([VideoRequest("v", f"{uri}?wait={marker}", 0)]) | DecodeVideos(
+            config, isolate=True, decode_fn=audio_then_wait)
+        assert_that(out["videos"] | beam.Map(lambda v: v.request.video_id), equal_to(["v"]), label="videos")
+        assert_that(out["errors"], equal_to([]), label="errors")
+        heard = out["audio"] | beam.ParDo(_TouchOnAudio(marker))
+        assert_that(heard | "Ids" >> beam.Keys(), equal_to(["v"]), label="audio")
+
+
+def test_a_video_that_fails_after_its_audio_is_one_error_row(sample):
+    from tests.crashy import audio_then_fail
+
+    uri = sample["expected"]["videos"][0]["uri"]
+    config = DecodeConfig(short_side=32, audio=True)
+    with BeamTestPipeline() as p:
+        out = p | beam.Create([VideoRequest("bad", uri, 0)]) | DecodeVideos(
+            config, isolate=True, decode_fn=audio_then_fail)
+        assert_that(out["videos"], equal_to([]), label="videos")
+        assert_that(out["frames"], equal_to([]), label="frames")
+        assert_that(out["errors"] | beam.Map(lambda e: (e.video_id, e.error_type)),
+                    equal_to([("bad", "DecodeError")]), label="errors")
+        # The audio was out already: AssembleRows drops it (tests/test_pipeline.py).
+        assert_that(out["audio"] | "Ids" >> beam.Map(lambda a: a.video_id), equal_to(["bad"]), label="audio")

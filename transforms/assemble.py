@@ -5,7 +5,8 @@ Consumes VideoInfo, (video_id, FrameFeatures), (video_id, title_emb), (video_id,
 Produces `videos`, `frames` and `asr_segments` rows as dicts shaped by `schemas.forward_index`,
 and `errors` rows from ErrorRecords. The numeric work lives in `models.pooling`.
 A video's row is written once its decode facts and keyframe embeddings are in; OCR and ASR add
-columns, and their failures are stage errors on the row.
+columns, and their failures are stage errors on the row. A transcript whose video then failed to
+decode (its audio is transcribed while its frames decode) is dropped: the video is an `errors` row.
 """
 
 from __future__ import annotations
@@ -134,11 +135,17 @@ class _AssembleFn(beam.DoFn):
     def __init__(self, config: AssembleConfig):
         self._config = config
         self._videos = beam.metrics.Metrics.counter(_NAMESPACE, "videos_written")
+        self._dropped = beam.metrics.Metrics.counter(_NAMESPACE, "asr_of_failed_videos")
 
     def process(self, element):
         video_id, grouped = element
         infos = list(grouped["info"])
         if not infos:
+            if not any(list(grouped.get(name, ())) for name in ("frames", "title", "ocr")):
+                # DecodeVideos hands the audio to ASR before the frames decode; this video then failed
+                # to decode and is an `errors` row. Its transcript has no row to go to.
+                self._dropped.inc()
+                return
             # Frames without a video would mean the decoder emitted for a video it then dropped.
             raise RuntimeError(f"video {video_id}: embeddings arrived for a video that was not decoded")
         if len(infos) > 1:

@@ -1,13 +1,21 @@
 """DecodeVideos: VideoRequest → VideoInfo + what each model needs of it, or an ErrorRecord.
 
-Each video is decoded once (models.decode), video and audio in the same pass. Out go:
+Each video is decoded once (models.decode): its audio first, then its frames. Out go:
+  audio  -- VideoAudio: 16 kHz mono float32, when ASR is on and the video has an audio track;
+            emitted as soon as the audio pass is done, before the frames are decoded
   videos -- VideoInfo (stream facts, keyframe and text-frame metadata, partial failures)
   frames -- VideoFrames: the keyframes at the embedder's input size
   ocr    -- OcrInput: keyframes and text frames at text resolution (only those OCR must read)
-  audio  -- VideoAudio: 16 kHz mono float32, when ASR is on and the video has an audio track
-  errors -- ErrorRecord: a video that cannot be decoded; nothing else is emitted for it, so every
-            entry lands in exactly one of `videos` and `errors`
+  errors -- ErrorRecord: a video that cannot be decoded; no `videos`, `frames` or `ocr` element is
+            emitted for it, so every entry lands in exactly one of `videos` and `errors`. Its
+            audio may already be out: consumers join by video and drop what has no `videos` element
+            (AssembleRows does).
 An audio track that fails to decode is a stage error on the video, not a lost video.
+
+The audio output is not reshuffled: a consumer of it (ASR) is fused into this stage and runs, on
+the worker's own thread, while the decode child decodes the same video's frames -- on any runner,
+and on DirectRunner, which runs one stage at a time, the only way the two overlap (a 10 minute
+video: ~35 s of decoding under ~60 s of Whisper, instead of one after the other).
 
 With `isolate` (the default) decoding runs in a child process per worker (models.isolated): a
 decoder that segfaults or hangs costs that one video -- an error row `DecoderCrash` or `Timeout`
@@ -18,16 +26,18 @@ hangs.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
+from typing import Iterator
 
 import apache_beam as beam
 
-from models.decode import DecodeConfig, DecodeError, DecodedVideo
+from models.decode import DecodeConfig, DecodedAudio, DecodedVideo, DecodeError
 from models.isolated import Crashed, Isolated, RemoteError, TimedOut
 from models.memory import release_freed_memory
-from transforms.decode_uri import decode_uri
+from transforms.decode_uri import decode_uri_parts
 from transforms.process_cache import preload
 from models.audio import SAMPLE_RATE
 from schemas.elements import (
@@ -55,14 +65,15 @@ _HARD_TIMEOUT_GRACE_S = 5.0
 
 
 class _DecodeFn(beam.DoFn):
-    def __init__(self, config: DecodeConfig, progress: bool, isolate: bool, decode_fn=decode_uri,
+    def __init__(self, config: DecodeConfig, progress: bool, isolate: bool, decode_fn=decode_uri_parts,
                  plugins: tuple[str, ...] = (), warm_up=None):
         self._config = config
         self._warm_up = warm_up
         self._plugins = tuple(plugins)
         self._progress = progress
         self._isolate = isolate
-        self._decode_fn = decode_fn  # a top-level function (uri, config) -> DecodedVideo
+        # A top-level function (uri, config) -> DecodedVideo, or a generator of DecodedAudio then DecodedVideo.
+        self._decode_fn = decode_fn
         self._isolated = None
         self._decoded = beam.metrics.Metrics.counter(_NAMESPACE, "videos_decoded")
         self._failed = beam.metrics.Metrics.counter(_NAMESPACE, "videos_failed")
@@ -95,19 +106,22 @@ class _DecodeFn(beam.DoFn):
         if self._bar is not None:
             self._bar.close()
 
-    def _decode(self, uri: str) -> DecodedVideo:
-        """Decodes, in the child when isolated; raises DecodeError with a stable error_type."""
+    def _decode(self, uri: str) -> Iterator[DecodedAudio | DecodedVideo]:
+        """The video's parts as they come (in the child when isolated); raises DecodeError with a
+        stable error_type, possibly after the audio."""
         if self._isolated is None:
             try:
-                return self._decode_fn(uri, self._config)
+                result = self._decode_fn(uri, self._config)
+                yield from result if inspect.isgenerator(result) else (result,)
             except DecodeError:
                 raise
             except (OSError, ValueError) as e:
                 # FileSystems raises these for unreadable objects (permissions, bad scheme, ...).
                 raise DecodeError(type(e).__name__, str(e)) from e
+            return
         restarts = self._isolated.restarts
         try:
-            return self._isolated.call(self._decode_fn, uri, self._config)
+            yield from self._isolated.stream(self._decode_fn, uri, self._config)
         except RemoteError as e:
             raise DecodeError(e.details.get("error_type") or e.type_name, str(e)) from e
         except TimedOut as e:
@@ -118,8 +132,16 @@ class _DecodeFn(beam.DoFn):
             self._restarts.inc(self._isolated.restarts - restarts)
 
     def process(self, request: VideoRequest):
+        audio = decoded = None
         try:
-            decoded = self._decode(request.uri)
+            for part in self._decode(request.uri):
+                if isinstance(part, DecodedAudio):
+                    audio = part
+                    if part.samples is not None:
+                        # Out before the frames: a fused consumer (ASR) works on it while they decode.
+                        yield beam.pvalue.TaggedOutput(AUDIO, VideoAudio(request.video_id, part.samples, SAMPLE_RATE))
+                else:
+                    decoded = part
         except DecodeError as e:
             self._failed.inc()
             logger.info("video %s (%s): %s: %s", request.video_id, request.uri, e.error_type, e)
@@ -130,15 +152,20 @@ class _DecodeFn(beam.DoFn):
         finally:
             if self._bar is not None:
                 self._bar.update(1)
+        if decoded is None:
+            raise RuntimeError(f"the decode function gave no DecodedVideo for {request.uri}")
+        if audio is None and self._config.audio:  # a decode function that returns one DecodedVideo
+            audio = DecodedAudio(decoded.audio, decoded.audio_error)
+            if audio.samples is not None:
+                yield beam.pvalue.TaggedOutput(AUDIO, VideoAudio(request.video_id, audio.samples, SAMPLE_RATE))
         self._decoded.inc()
         self._keyframes.inc(len(decoded.keyframes))
         self._frames.inc(decoded.frames_decoded)
         self._seconds.update(int(decoded.decode_seconds * 1000))
         metas = tuple(KeyframeMeta(c.frame_index, c.timestamp_s, c.reason) for c, _ in decoded.keyframes)
         notes = ()
-        if decoded.audio_error is not None:
-            e = decoded.audio_error
-            notes = (StageError("asr", e.error_type, str(e)),)
+        if audio is not None and audio.error is not None:
+            notes = (StageError("asr", audio.error.error_type, str(audio.error)),)
         yield VideoInfo(
             request=request,
             duration_s=decoded.duration_s,
@@ -164,16 +191,14 @@ class _DecodeFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(
                 OCR, OcrInput(request.video_id, decoded.width, decoded.height, tuple(decoded.ocr_frames))
             )
-        if decoded.audio is not None:
-            yield beam.pvalue.TaggedOutput(AUDIO, VideoAudio(request.video_id, decoded.audio, SAMPLE_RATE))
 
 
 class DecodeVideos(beam.PTransform):
     """VideoRequest → {'videos': VideoInfo, 'frames': VideoFrames, 'ocr': OcrInput, 'audio': VideoAudio,
     'errors': ErrorRecord}."""
 
-    def __init__(self, config: DecodeConfig, progress: bool = False, isolate: bool = True, decode_fn=decode_uri,
-                 plugins: tuple[str, ...] = (), warm_up=None):
+    def __init__(self, config: DecodeConfig, progress: bool = False, isolate: bool = True,
+                 decode_fn=decode_uri_parts, plugins: tuple[str, ...] = (), warm_up=None):
         """`plugins`: modules the decode child imports first (Beam's --beam_plugins: e.g. a filesystem).
         `warm_up`: a picklable call that loads the later stages' models into the process cache
         (`transforms.process_cache`); each worker runs it on a background thread when it starts decoding."""
@@ -188,12 +213,13 @@ class DecodeVideos(beam.PTransform):
     def expand(self, requests):
         decode = _DecodeFn(self._config, self._progress, self._isolate, self._decode_fn, self._plugins, self._warm_up)
         out = requests | "Decode" >> beam.ParDo(decode).with_outputs(FRAMES, OCR, AUDIO, ERRORS, main="videos")
-        # Break fusion after decoding so each model stage spreads over workers independently.
+        # Break fusion after decoding so the keyframes spread over workers on their own. ReadText cuts
+        # each video's reads into parts and spreads those: one shuffle of the images. The audio is not
+        # shuffled: its consumer runs in this stage, while the frames decode (see the module doc).
         return {
             "videos": out.videos,
             "frames": out[FRAMES] | "SpreadFrames" >> beam.Reshuffle(),
-            # ReadText cuts each video's reads into parts and spreads those: one shuffle of the images.
             "ocr": out[OCR],
-            "audio": out[AUDIO] | "SpreadAudio" >> beam.Reshuffle(),
+            "audio": out[AUDIO],
             "errors": out[ERRORS],
         }
