@@ -1,4 +1,4 @@
-"""Giving freed heap memory back to the operating system.
+"""Giving freed heap memory back to the operating system, and keeping the collector off the models.
 
 CPython, NumPy and pickle allocate a video's frames and their serialised copies from the C heap.
 glibc keeps freed heap pages mapped for reuse (and, after the first large free, serves large
@@ -6,6 +6,13 @@ arrays from the heap instead of fresh mappings), so a process that once held a l
 keeps that resident size while it idles: the decode child of a 10 minute video stayed at 447 MiB
 after handing its result over, 65 MiB after a trim. `release_freed_memory` asks glibc to return
 the free pages (`malloc_trim(0)`, ~20 ms on such a heap); elsewhere it does nothing.
+
+A worker that has loaded torch, open_clip, ONNX Runtime and faster-whisper tracks ~560,000 Python
+objects, nearly all of them alive until the process ends. Every full collection walks them all
+(~0.5 s here), and so does the interpreter's last one at exit: a worker took 3.4 s to exit.
+`freeze_long_lived` moves what is alive into the collector's permanent generation (`gc.freeze`),
+which no collection walks: the exit took 0.6 s. Reference counting still frees those objects
+normally; only a reference cycle among them that dies later would stay.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 
 
 @functools.lru_cache(maxsize=1)
@@ -32,3 +40,11 @@ def release_freed_memory() -> bool:
     trim = _malloc_trim()
     return bool(trim(0)) if trim is not None else False
 
+
+
+def freeze_long_lived() -> int:
+    """Exempts every object alive now from garbage collection (see the module doc); call it once
+    the process's long-lived state (imports, models) is loaded. Returns how many objects are frozen."""
+    gc.collect()  # what is garbage already is not frozen
+    gc.freeze()
+    return gc.get_freeze_count()

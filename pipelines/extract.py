@@ -30,6 +30,7 @@ from models import clip as clip_models
 from models import ocr as ocr_models
 from models.codebook import Codebook, CodebookError
 from models.decode import DecodeConfig
+from models.memory import freeze_long_lived
 from models.keyframes import SamplingConfig
 from models.textframes import TextSamplingConfig
 from pipelines.output import commit_run, new_run_id, prepare_output, staging_dir
@@ -224,12 +225,14 @@ def _workers_in_this_process(options: PipelineOptions) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class LoadModels:
-    """Loads CLIP, Whisper and an OCR engine into this process's model cache (each at most once).
+    """Loads Whisper, an OCR engine and CLIP into this process's model cache (each at most once), in
+    the order the stages need them, then exempts them from garbage collection (`freeze_long_lived`).
 
     Picklable, so that each worker runs it (on a background thread, see DecodeVideos' `warm_up`)
-    while its first videos decode: the model stages come after decoding, and their loads (CLIP's
-    the longest: 5.5 s for ViT-B-32) would otherwise stall them. In-process workers (in_memory,
-    multi_threading) have it run by the launcher as soon as the config is known."""
+    while its first videos decode: the model stages come after decoding (ASR, fused into the decode
+    stage, right after a video's audio), and their loads (CLIP's the longest: 5.5 s for ViT-B-32)
+    would otherwise stall them. In-process workers (in_memory, multi_threading) have it run by the
+    launcher as soon as the config is known."""
 
     clip: clip_models.ClipConfig | None  # None: CLIP lives elsewhere (--clip-model-copies)
     asr: asr_models.AsrConfig | None
@@ -244,13 +247,14 @@ class LoadModels:
         from transforms.embed import clip_for
         from transforms.ocr import engine_for as ocr_engine_for
 
+        if self.asr is not None:
+            asr_engine_for(self.asr)
         if self.ocr is not None and pool_size("OCR", self.ocr) == 0:
             with ocr_engine_for(self.ocr):  # one copy into the pool; readers add more as they need
                 pass
-        if self.asr is not None:
-            asr_engine_for(self.asr)
         if self.clip is not None:
             clip_for(self.clip)
+        freeze_long_lived()
 
 
 def build_config(options: PipelineOptions) -> ExtractConfig:

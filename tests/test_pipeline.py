@@ -356,7 +356,15 @@ def test_load_models_fills_the_process_caches_the_stages_use(sample, tmp_path):
     warm = extract.LoadModels.of(config)
     assert warm.clip == config.clip and warm.asr == config.asr and warm.ocr == config.ocr
     assert extract.LoadModels.of(dataclasses.replace(config, clip_model_copies=1)).clip is None  # CLIP lives elsewhere
-    warm()
+    import gc
+
+    gc.unfreeze()
+    try:
+        warm()
+        # What it loaded is out of the collector's way (models.memory.freeze_long_lived).
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
     assert process_cache.pool_size("OCR", config.ocr) >= 1
     # The stages find the very objects loaded ahead (no second load).
     with process_cache._LOCK:
@@ -422,3 +430,29 @@ def test_pooled_model_lends_one_copy_per_concurrent_caller():
         with process_cache.pooled_model("test-pool-fail", 1, fail):
             pass
     assert process_cache.pool_size("test-pool-fail", 1) == 0
+
+
+def test_assemble_drops_the_transcript_of_a_video_that_failed_after_its_audio():
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from models.asr import AsrResult, AsrSegment
+    from schemas.elements import FrameFeatures, KeyframeMeta, VideoAsr, VideoInfo, VideoRequest
+    from transforms.assemble import AssembleConfig, AssembleRows
+
+    info = VideoInfo(VideoRequest("ok", "ok.mp4", 0), 2.0, 25.0, 64, 36, "h264", True,
+                     (KeyframeMeta(0, 0.0, "first"),), 50)
+    emb = np.eye(4, dtype=np.float32)[0]
+    heard = VideoAsr(AsrResult((AsrSegment(0.0, 1.0, " hello", -0.1, 0.01),), "en", None, 1.0, 2.0))
+    with BeamTestPipeline() as p:
+        rows = {
+            "videos": p | "Infos" >> beam.Create([info]),
+            "frames": p | "Frames" >> beam.Create([("ok", FrameFeatures(0, emb, token=3))]),
+            "titles": p | "Titles" >> beam.Create([]),
+            "asr": p | "Asr" >> beam.Create([("ok", heard), ("gone", heard)]),
+        } | AssembleRows(AssembleConfig())
+        assert_that(rows["videos"] | beam.Map(lambda r: (r["video_id"], r["asr_text"])),
+                    equal_to([("ok", "hello")]), label="videos")
+        assert_that(rows["asr_segments"] | "Seg" >> beam.Map(lambda r: r["video_id"]), equal_to(["ok"]),
+                    label="segments")
