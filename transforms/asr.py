@@ -5,15 +5,25 @@ Produces (video_id, VideoAsr): a models.asr.AsrResult, or the stage error that s
 failed transcription never loses the video, it is recorded on the video's row.
 
 One Whisper model per worker process, shared by every DoFn instance in it (transforms.process_cache).
+
+Each DoFn instance transcribes on a thread of its own: `process` hands the audio over and returns,
+so the stage's thread goes on with what else it runs -- fused into the decode stage (see
+transforms/decode.py), the next videos' decoding and their keyframes' CLIP -- while Whisper works.
+Finished transcripts are handed on from the next `process` calls and, at the latest, in
+`finish_bundle`, each with its own element's window and timestamp. At most `max_pending_s` seconds
+of audio wait (a call blocks on the oldest beyond that), so memory stays bounded.
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import logging
 import time
 
 import apache_beam as beam
+from apache_beam.utils.windowed_value import WindowedValue
 
 from models.asr import AsrConfig, AsrEngine
 from models.memory import release_freed_memory
@@ -33,8 +43,9 @@ def engine_for(config: AsrConfig) -> AsrEngine:
 
 
 class _TranscribeFn(beam.DoFn):
-    def __init__(self, config: AsrConfig):
+    def __init__(self, config: AsrConfig, max_pending_s: float = 3600.0):
         self._config = config
+        self._max_pending_s = max_pending_s
         self._videos = beam.metrics.Metrics.counter(_NAMESPACE, "asr_videos")
         self._failed = beam.metrics.Metrics.counter(_NAMESPACE, "asr_failed")
         self._audio_ms = beam.metrics.Metrics.counter(_NAMESPACE, "asr_audio_ms")
@@ -42,23 +53,54 @@ class _TranscribeFn(beam.DoFn):
 
     def setup(self):
         self._engine = engine_for(self._config)
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vmm-asr")
+        self._pending = collections.deque()
 
-    def process(self, audio: VideoAudio):
+    def start_bundle(self):
+        self._pending.clear()  # what a failed bundle left is not handed on
+        self._pending_s = 0.0
+
+    def _transcribe(self, audio: VideoAudio):
+        """Runs on the DoFn's own thread. Beam's metrics belong to the bundle's thread: counted in `_hand_on`."""
         started = time.perf_counter()
         try:
             result = self._engine.transcribe(audio.samples)
         except Exception as e:  # a transcription failure is recorded on the video, never fatal
-            self._failed.inc()
-            logger.warning("ASR failed on %s: %s: %s", audio.video_id, type(e).__name__, e)
-            yield audio.video_id, VideoAsr(None, StageError("asr", type(e).__name__, str(e)))
-            return
-        self._videos.inc()
-        self._audio_ms.inc(int(1000 * len(audio.samples) / audio.sample_rate))
-        self._ms.update(int((time.perf_counter() - started) * 1000))
-        yield audio.video_id, VideoAsr(result)
+            return None, e, 0.0
+        return result, None, time.perf_counter() - started
+
+    def process(self, audio: VideoAudio, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+        seconds = len(audio.samples) / audio.sample_rate
+        future = self._pool.submit(self._transcribe, audio)
+        self._pending.append((audio.video_id, seconds, window, timestamp, future))
+        self._pending_s += seconds
+        del audio  # the pending call holds the samples; nothing else here needs them
+        while self._pending and (self._pending[0][-1].done() or self._pending_s > self._max_pending_s):
+            yield self._hand_on(*self._pending.popleft())
 
     def finish_bundle(self):
+        while self._pending:
+            yield self._hand_on(*self._pending.popleft())
         release_freed_memory()  # the bundle's audio (115 MB an hour of it) is garbage now
+
+    def _hand_on(self, video_id: str, seconds: float, window, timestamp, future) -> WindowedValue:
+        self._pending_s -= seconds
+        result, error, elapsed = future.result()
+        if error is not None:
+            self._failed.inc()
+            logger.warning("ASR failed on %s: %s: %s", video_id, type(error).__name__, error)
+            out = VideoAsr(None, StageError("asr", type(error).__name__, str(error)))
+        else:
+            self._videos.inc()
+            self._audio_ms.inc(int(1000 * seconds))
+            self._ms.update(int(elapsed * 1000))
+            out = VideoAsr(result)
+        return WindowedValue((video_id, out), timestamp, (window,))
+
+    def teardown(self):
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Transcribe(beam.PTransform):
