@@ -445,7 +445,7 @@ def floor_worker(manifest: str, result_path: str, codebook_dir: str) -> int:
     from models.codebook import train_codebook
     from models.ocr import load_engine
     from pipelines.extract import build_config
-    from transforms.decode import decode_uri
+    from transforms.decode_uri import decode_uri
 
     # One thread per model: the least CPU per call (the pipeline's models may use every core).
     flags = pipeline_flags(manifest, os.path.join(os.path.dirname(result_path), "unused"), None)

@@ -374,7 +374,7 @@ def build_pipeline(p: beam.Pipeline, config: ExtractConfig, run_id: str, skip_fi
         config.decode, config.progress, isolate=config.isolate_decode, plugins=config.plugins,
         warm_up=LoadModels.of(config),
     )
-    embedded = {"frames": decoded["frames"], "videos": decoded["videos"]} | "EmbedFrames" >> EmbedFrames(
+    embedded = decoded["frames"] | "EmbedFrames" >> EmbedFrames(
         config.clip, batch_size=config.clip_batch_size, with_patches=bool(config.tokenize.patch_codebook),
         large_model=config.clip_model_copies > 0, model_copies=config.clip_model_copies or None,
     )

@@ -151,9 +151,9 @@ def run(argv: list[str] | None = None) -> int:
     else:
         manifest = p | "ReadManifest" >> ReadManifest(config.manifest, list(config.manifest_files))
         decoded = manifest["requests"] | "DecodeVideos" >> DecodeVideos(config.decode, config.progress)
-        no_titles = p | "NoTitles" >> beam.Create([])  # a dictionary learns from frames only
-        embedded = {"frames": decoded["frames"], "videos": no_titles} | "EmbedFrames" >> EmbedFrames(
-            config.clip, batch_size=config.clip_batch_size, with_patches=t.level == "patch"
+        embedded = decoded["frames"] | "EmbedFrames" >> EmbedFrames(
+            config.clip, batch_size=config.clip_batch_size, with_patches=t.level == "patch",
+            titles=False,  # a dictionary learns from frames only
         )
         vectors = embedded["frames"] | "Vectors" >> beam.FlatMap(_frame_vectors, t.level)
     (

@@ -62,6 +62,7 @@ class VideoFrames:
     video_id: str
     frame_indices: tuple[int, ...]
     images: tuple[np.ndarray, ...]  # uint8 [H, W, 3] RGB, already small (shortest side = model input size)
+    title: str | None = None  # the manifest's title (stripped), embedded in the same call when set
 
 
 @dataclasses.dataclass(frozen=True)

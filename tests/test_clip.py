@@ -113,8 +113,8 @@ def test_model_handler_mixed_batch(tiny_checkpoint):
     batch = [video, "a title", VideoFrames("w", (4,), (images[1],))]
     results = list(handler.run_inference(batch, model))
     assert len(results) == 3
-    embs, patches = results[0].inference
-    assert results[0].example == (0, 7, 9) and patches is None
+    embs, patches, title = results[0].inference
+    assert results[0].example == (0, 7, 9) and patches is None and title is None
     np.testing.assert_array_equal(embs, model.encode_images(images))  # one call per video: exact
     np.testing.assert_allclose(results[1].inference, model.encode_texts(["a title"])[0], atol=1e-5)
     assert results[1].example == "a title"
@@ -123,7 +123,11 @@ def test_model_handler_mixed_batch(tiny_checkpoint):
     assert handler.batch_elements_kwargs()["max_batch_size"] == 8
     with pytest.raises(TypeError):
         list(handler.run_inference([42], model))
+    # A video's title rides with its keyframes (one input, so EmbedFrames fuses with the decoder).
+    titled = list(handler.run_inference([VideoFrames("t", (4,), (images[1],), title="a title")], model))[0]
+    np.testing.assert_array_equal(titled.inference[0], results[2].inference[0])
+    np.testing.assert_allclose(titled.inference[2], model.encode_texts(["a title"])[0], atol=1e-5)
     patch_handler = ClipModelHandler(clip.ClipConfig(TINY_MODEL, tiny_checkpoint), with_patches=True)
-    embs_p, patches_p = list(patch_handler.run_inference([video], model))[0].inference
+    embs_p, patches_p, _ = list(patch_handler.run_inference([video], model))[0].inference
     np.testing.assert_array_equal(embs_p, embs)
     assert patches_p.shape == (3, 16, 64)

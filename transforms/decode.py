@@ -12,10 +12,12 @@ Each video is decoded once (models.decode): its audio first, then its frames. Ou
             (AssembleRows does).
 An audio track that fails to decode is a stage error on the video, not a lost video.
 
-The audio output is not reshuffled: a consumer of it (ASR) is fused into this stage and runs, on
-the worker's own thread, while the decode child decodes the same video's frames -- on any runner,
-and on DirectRunner, which runs one stage at a time, the only way the two overlap (a 10 minute
-video: ~35 s of decoding under ~60 s of Whisper, instead of one after the other).
+The audio and frames outputs are not reshuffled: their consumers (ASR, then CLIP) are fused into
+this stage and run while the decode child decodes -- ASR on a thread of its own from the moment a
+video's audio is out, so the same video's frames decode meanwhile, CLIP on the stage's thread once
+they are. On DirectRunner, which runs one stage at a time, that is the only way decoding and these
+models overlap (a 10 minute video: ~35 s of decoding under ~45 s of Whisper, instead of one after
+the other), and on any runner it saves shuffling the samples and the keyframes.
 
 With `isolate` (the default) decoding runs in a child process per worker (models.isolated): a
 decoder that segfaults or hangs costs that one video -- an error row `DecoderCrash` or `Timeout`
@@ -184,7 +186,8 @@ class _DecodeFn(beam.DoFn):
                           key=lambda x: x[0])
         yield beam.pvalue.TaggedOutput(
             FRAMES,
-            VideoFrames(request.video_id, tuple(i for i, _ in embedded), tuple(img for _, img in embedded)),
+            VideoFrames(request.video_id, tuple(i for i, _ in embedded), tuple(img for _, img in embedded),
+                        title=(request.title or "").strip() or None),
         )
         if self._config.text is not None:
             self._text_frames.inc(len(decoded.text_frames))
@@ -213,12 +216,11 @@ class DecodeVideos(beam.PTransform):
     def expand(self, requests):
         decode = _DecodeFn(self._config, self._progress, self._isolate, self._decode_fn, self._plugins, self._warm_up)
         out = requests | "Decode" >> beam.ParDo(decode).with_outputs(FRAMES, OCR, AUDIO, ERRORS, main="videos")
-        # Break fusion after decoding so the keyframes spread over workers on their own. ReadText cuts
-        # each video's reads into parts and spreads those: one shuffle of the images. The audio is not
-        # shuffled: its consumer runs in this stage, while the frames decode (see the module doc).
+        # ReadText cuts each video's reads into parts and spreads those: one shuffle of the images.
+        # Audio and keyframes are not shuffled: their consumers run in this stage (see the module doc).
         return {
             "videos": out.videos,
-            "frames": out[FRAMES] | "SpreadFrames" >> beam.Reshuffle(),
+            "frames": out[FRAMES],
             "ocr": out[OCR],
             "audio": out[AUDIO],
             "errors": out[ERRORS],

@@ -1,9 +1,11 @@
 """EmbedFrames: keyframes and titles → CLIP embeddings, through Beam's RunInference.
 
-Consumes VideoFrames (a video's uint8 keyframes at the model's input size) and VideoInfo (titles).
+Consumes VideoFrames (a video's uint8 keyframes at the model's input size, and its title).
 Produces (video_id, FrameFeatures) per keyframe -- with the patch embeddings [H*W, D] when
 `with_patches` -- and (video_id, float32 [D]) per title.
-Frames and titles share one RunInference step, so each worker process holds one copy of the model.
+A video's title travels with its keyframes: one input, so the step fuses with whatever produced
+them (a Flatten of two inputs is a stage boundary on Beam's portable runners), and one RunInference
+step, so each worker process holds one copy of the model.
 """
 
 from __future__ import annotations
@@ -18,13 +20,12 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 
 from models.clip import ClipConfig, ClipEncoder
 from transforms.process_cache import process_model
-from schemas.elements import FrameFeatures, VideoFrames, VideoInfo
+from schemas.elements import FrameFeatures, VideoFrames
 from transforms.files import localize
 
 logger = logging.getLogger(__name__)
 
 METRICS_NAMESPACE = "vmm_clip"
-_FRAME, _TITLE = "frame", "title"
 
 
 def _load_clip(config: ClipConfig) -> ClipEncoder:
@@ -41,8 +42,9 @@ def clip_for(config: ClipConfig) -> ClipEncoder:
 class ClipModelHandler(ModelHandler[Any, np.ndarray, ClipEncoder]):
     """Batches of videos' keyframes (VideoFrames) and/or titles (str) → L2-normalised float32 embeddings.
 
-    A VideoFrames' inference is (embeddings [n, D], patch embeddings [n, H*W, D] or None); each
-    video is one model call, so its numbers never depend on what else shared the batch.
+    A VideoFrames' inference is (embeddings [n, D], patch embeddings [n, H*W, D] or None, its title's
+    embedding [D] or None); each video is one model call (and its title one more), so its numbers
+    never depend on what else shared the batch.
     """
 
     def __init__(self, config: ClipConfig, *, min_batch_size: int = 1, max_batch_size: int = 32,
@@ -66,9 +68,10 @@ class ClipModelHandler(ModelHandler[Any, np.ndarray, ClipEncoder]):
             if isinstance(x, VideoFrames):
                 images = list(x.images)
                 if self._with_patches:
-                    out.append(model.encode_images_and_patches(images))
+                    embs, patches = model.encode_images_and_patches(images)
                 else:
-                    out.append((model.encode_images(images), None))
+                    embs, patches = model.encode_images(images), None
+                out.append((embs, patches, model.encode_texts([x.title])[0] if x.title else None))
             elif isinstance(x, str):
                 out.append(model.encode_texts([x])[0])
             else:
@@ -79,7 +82,8 @@ class ClipModelHandler(ModelHandler[Any, np.ndarray, ClipEncoder]):
 
     def get_num_bytes(self, batch: Sequence[Any]) -> int:
         return sum(
-            sum(i.nbytes for i in x.images) if isinstance(x, VideoFrames) else len(x.encode("utf-8"))
+            sum(i.nbytes for i in x.images) + len((x.title or "").encode("utf-8")) if isinstance(x, VideoFrames)
+            else len(x.encode("utf-8"))
             for x in batch
         )
 
@@ -87,18 +91,11 @@ class ClipModelHandler(ModelHandler[Any, np.ndarray, ClipEncoder]):
         return METRICS_NAMESPACE
 
 
-def _title_input(info: VideoInfo):
-    title = info.request.title
-    if title and title.strip():
-        yield (_TITLE, info.request.video_id), title.strip()
-
-
 def _route(keyed_result, tag_titles: str):
-    (kind, video_id), result = keyed_result
-    if kind == _TITLE:
-        yield beam.pvalue.TaggedOutput(tag_titles, (video_id, np.asarray(result.inference, np.float32)))
-        return
-    frame_indices, (embs, patches) = result.example, result.inference
+    video_id, result = keyed_result
+    frame_indices, (embs, patches, title) = result.example, result.inference
+    if title is not None:
+        yield beam.pvalue.TaggedOutput(tag_titles, (video_id, np.asarray(title, np.float32)))
     for j, frame_index in enumerate(frame_indices):
         yield video_id, FrameFeatures(
             frame_index, np.asarray(embs[j], np.float32), None if patches is None else np.asarray(patches[j], np.float32)
@@ -106,22 +103,25 @@ def _route(keyed_result, tag_titles: str):
 
 
 class EmbedFrames(beam.PTransform):
-    """{'frames': VideoFrames, 'videos': VideoInfo} → {'frames': (id, FrameFeatures), 'titles': (id, emb)}."""
+    """VideoFrames → {'frames': (id, FrameFeatures), 'titles': (id, emb)}. `titles=False` leaves titles
+    out (a dictionary learns from frames only). Also takes {'frames': VideoFrames}."""
 
     def __init__(self, config: ClipConfig, batch_size: int = 32, large_model: bool = False,
-                 with_patches: bool = False, model_copies: int | None = None):
+                 with_patches: bool = False, model_copies: int | None = None, titles: bool = True):
         super().__init__()
+        self._titles = titles
         self._handler = KeyedModelHandler(
             ClipModelHandler(config, max_batch_size=batch_size, large_model=large_model, model_copies=model_copies,
                              with_patches=with_patches)
         )
 
     def expand(self, inputs):
-        frames = inputs["frames"] | "FrameInputs" >> beam.Map(lambda f: ((_FRAME, f.video_id), f))
-        titles = inputs["videos"] | "TitleInputs" >> beam.FlatMap(_title_input)
+        frames = inputs["frames"] if isinstance(inputs, dict) else inputs
+        keep_title = self._titles
         embedded = (
-            (frames, titles)
-            | "FramesAndTitles" >> beam.Flatten()
+            frames
+            | "FrameInputs" >> beam.Map(
+                lambda f: (f.video_id, f if keep_title or f.title is None else dataclasses.replace(f, title=None)))
             | "Clip" >> RunInference(self._handler, metrics_namespace=METRICS_NAMESPACE)
             | "Route" >> beam.FlatMap(_route, "titles").with_outputs("titles", main="frames")
         )
