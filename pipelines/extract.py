@@ -107,6 +107,12 @@ class ExtractOptions(PipelineOptions):
                             help="rapidocr (PP-OCRv4 on ONNX Runtime, offline) or paddleocr (optional extra)")
         parser.add_argument("--ocr-max-side", dest="ocr_max_side", type=int, default=ocr_models.DEFAULT_TEXT_MAX_SIDE,
                             help="longer side of the frames OCR reads, at most (default %(default)s)")
+        parser.add_argument("--ocr-parallel", dest="ocr_parallel", type=int, default=0,
+                            help="parts of a video's frames OCR reads at once, each on an engine of its own "
+                                 "(default 0: the worker machine's cores)")
+        parser.add_argument("--spread-ocr-parts", dest="spread_ocr_parts", action="store_true", default=False,
+                            help="read each video's OCR parts on all workers (a shuffle of the images) instead "
+                                 "of where the video was decoded: for clusters held up by single long videos")
         parser.add_argument("--max-text-frames", dest="max_text_frames", type=int,
                             default=TextSamplingConfig.max_text_frames,
                             help="frames read for text beyond the keyframes, per video (default %(default)s), "
@@ -164,6 +170,8 @@ class ExtractConfig:
     plugins: tuple[str, ...] = ()  # --beam_plugins: imported by decode children too
     ocr: ocr_models.OcrConfig | None = None
     ocr_model_id: str | None = None
+    ocr_parallel: int = 0
+    spread_ocr_parts: bool = False
     asr: asr_models.AsrConfig | None = None
     asr_model_id: str | None = None
 
@@ -272,6 +280,8 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         raise ValueError(f"--max-text-frames must be >= 0, got {opts.max_text_frames}")
     if not opts.text_frames_per_min >= 0:
         raise ValueError(f"--text-frames-per-min must be >= 0, got {opts.text_frames_per_min}")
+    if opts.ocr_parallel < 0:
+        raise ValueError(f"--ocr-parallel must be >= 0, got {opts.ocr_parallel}")
     if opts.asr_beam_size < 1:
         raise ValueError(f"--asr-beam-size must be >= 1, got {opts.asr_beam_size}")
     spec, files = resolve_input(opts.input)
@@ -357,6 +367,8 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         plugins=tuple(options.view_as(SetupOptions).beam_plugins or ()),
         ocr=ocr,
         ocr_model_id=ocr_model_id,
+        ocr_parallel=opts.ocr_parallel,
+        spread_ocr_parts=opts.spread_ocr_parts,
         asr=asr,
         asr_model_id=asr_model_id,
     )
@@ -381,7 +393,8 @@ def build_pipeline(p: beam.Pipeline, config: ExtractConfig, run_id: str, skip_fi
     frames = embedded["frames"] | "TokenizeFrames" >> TokenizeFrames(config.tokenize)
     parts = {"videos": decoded["videos"], "frames": frames, "titles": embedded["titles"]}
     if config.ocr is not None:
-        parts["ocr"] = decoded["ocr"] | "ReadText" >> ReadText(config.ocr)
+        parts["ocr"] = decoded["ocr"] | "ReadText" >> ReadText(
+            config.ocr, parallel=config.ocr_parallel, spread=config.spread_ocr_parts)
     if config.asr is not None:
         parts["asr"] = decoded["audio"] | "Transcribe" >> Transcribe(config.asr)
     rows = parts | "AssembleRows" >> AssembleRows(config.assemble)

@@ -456,3 +456,16 @@ def test_assemble_drops_the_transcript_of_a_video_that_failed_after_its_audio():
                     equal_to([("ok", "hello")]), label="videos")
         assert_that(rows["asr_segments"] | "Seg" >> beam.Map(lambda r: r["video_id"]), equal_to(["ok"]),
                     label="segments")
+
+
+def test_ocr_reading_flags(sample, tmp_path):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    base = ["--input", sample["manifest"], "--output", str(tmp_path / "o"), "--clip-model", TINY_MODEL,
+            "--clip-pretrained", "none"]
+    config = extract.build_config(PipelineOptions(base))
+    assert (config.ocr_parallel, config.spread_ocr_parts) == (0, False)  # here, on the machine's cores
+    config = extract.build_config(PipelineOptions([*base, "--ocr-parallel", "3", "--spread-ocr-parts"]))
+    assert (config.ocr_parallel, config.spread_ocr_parts) == (3, True)
+    with pytest.raises(ValueError, match="ocr-parallel"):
+        extract.build_config(PipelineOptions([*base, "--ocr-parallel", "-1"]))

@@ -340,5 +340,12 @@ def test_reading_in_parts_through_beam_equals_reading_whole(subtitle_ocr_input):
         [(video_id, parted)] = results
         assert video_id == "subs" and _same_ocr(parted, whole)
 
-    with TestPipeline() as p:
-        assert_that(p | beam.Create([item]) | ReadText(OcrConfig(), part_reads=2), check)
+    from transforms.process_cache import pool_size
+
+    # A config of its own, so that its engine pool starts empty here.
+    here = OcrConfig(threads=1)
+    for label, read_text in (("spread", ReadText(OcrConfig(), part_reads=2, spread=True)),
+                             ("here", ReadText(here, part_reads=2, parallel=3))):
+        with TestPipeline() as p:
+            assert_that(p | beam.Create([item]) | read_text, check, label=label)
+    assert pool_size("OCR", here) >= 2  # the parts were read at once, each on an engine of its own

@@ -12,12 +12,12 @@ Each video is decoded once (models.decode): its audio first, then its frames. Ou
             (AssembleRows does).
 An audio track that fails to decode is a stage error on the video, not a lost video.
 
-The audio and frames outputs are not reshuffled: their consumers (ASR, then CLIP) are fused into
-this stage and run while the decode child decodes -- ASR on a thread of its own from the moment a
-video's audio is out, so the same video's frames decode meanwhile, CLIP on the stage's thread once
-they are. On DirectRunner, which runs one stage at a time, that is the only way decoding and these
-models overlap (a 10 minute video: ~35 s of decoding under ~45 s of Whisper, instead of one after
-the other), and on any runner it saves shuffling the samples and the keyframes.
+No output is reshuffled: the consumers (ASR, CLIP, OCR) are fused into this stage and run while
+the decode child decodes -- ASR on a thread of its own from the moment a video's audio is out, so
+the same video's frames decode meanwhile; CLIP and OCR (on threads of its own) once the frames are
+out. On DirectRunner, which runs one stage at a time, that is the only way decoding and the models
+overlap (a 10 minute video: ~35 s of decoding under ~45 s of Whisper, and its OCR beside the end
+of that, instead of one after the other), and on any runner it saves shuffling samples and images.
 
 With `isolate` (the default) decoding runs in a child process per worker (models.isolated): a
 decoder that segfaults or hangs costs that one video -- an error row `DecoderCrash` or `Timeout`
@@ -216,8 +216,8 @@ class DecodeVideos(beam.PTransform):
     def expand(self, requests):
         decode = _DecodeFn(self._config, self._progress, self._isolate, self._decode_fn, self._plugins, self._warm_up)
         out = requests | "Decode" >> beam.ParDo(decode).with_outputs(FRAMES, OCR, AUDIO, ERRORS, main="videos")
-        # ReadText cuts each video's reads into parts and spreads those: one shuffle of the images.
-        # Audio and keyframes are not shuffled: their consumers run in this stage (see the module doc).
+        # Nothing is shuffled here: the consumers (ASR, CLIP, OCR) run in this stage (see the module
+        # doc); ReadText(spread=True) shuffles its parts itself.
         return {
             "videos": out.videos,
             "frames": out[FRAMES],

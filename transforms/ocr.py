@@ -9,12 +9,23 @@ frames are still read.
 
 Engines are pooled per worker process (transforms.process_cache): a call takes a free copy, so
 worker threads read in parallel and the process holds one copy per thread that ever read at once.
+
+A video's reads are cut into parts that need nothing from each other (`split_reads`), so that one
+long video is read on several cores at once, with exactly the lines one reader would get. By
+default the parts are read where the video was decoded, `parallel` at a time on engines of their
+own (RapidOCR on one ONNX Runtime thread each: a second thread in one engine gains nothing, a
+second engine doubles the speed), and the step fuses with the decoder: the frames are never
+shuffled, and on DirectRunner, which runs one stage at a time, reading overlaps the other videos'
+decoding and Whisper. `spread=True` shuffles the parts over all workers instead, and joins them
+by video: one shuffle of the images, for a cluster whose stragglers are single long videos.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
+import os
 import time
 from typing import Sequence
 
@@ -173,21 +184,75 @@ def _split(item: OcrInput, max_reads: int):
         yield item.video_id, (i, part)
 
 
-class ReadText(beam.PTransform):
-    """OcrInput → (video_id, VideoOcr).
+class _ReadVideoFn(beam.DoFn):
+    """Reads a whole video here: its parts `parallel` at a time, each on an engine of its own."""
 
-    A video's frames are read in parts of about `part_reads` frames (`split_reads`), spread over the
-    workers, so a long video is not read by one worker while the others wait; the parts are joined
-    by video and labelled (domains, subtitle lines) as one.
-    """
-
-    def __init__(self, config: OcrConfig, domains: DomainConfig = DomainConfig(), part_reads: int = 16):
-        super().__init__()
+    def __init__(self, config: OcrConfig, domains: DomainConfig, part_reads: int, parallel: int):
         self._config = config
         self._domains = domains
         self._part_reads = part_reads
+        self._parallel = parallel
+        self._read = beam.metrics.Metrics.counter(_NAMESPACE, "ocr_frames_read")
+        self._reused = beam.metrics.Metrics.counter(_NAMESPACE, "ocr_frames_reused")
+        self._failed = beam.metrics.Metrics.counter(_NAMESPACE, "ocr_frames_failed")
+        self._ms = beam.metrics.Metrics.distribution(_NAMESPACE, "ocr_ms")
+
+    def setup(self):
+        workers = self._parallel or os.cpu_count() or 1
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="vmm-ocr")
+
+    def _read_part(self, index: int, part: OcrInput) -> _PartRead:
+        with engine_for(self._config) as engine:
+            read, errors = read_frames(engine, part)
+        return _PartRead(index, part.width, part.height, _without_images(part.frames), read, tuple(errors))
+
+    def process(self, item: OcrInput):
+        started = time.perf_counter()
+        video_id = item.video_id
+        futures = [self._pool.submit(self._read_part, i, part)
+                   for i, part in enumerate(split_reads(item, self._part_reads))]
+        del item  # the parts hold the images until they are read
+        parts = [f.result() for f in futures]
+        for p in parts:
+            self._read.inc(len(p.read))
+            self._reused.inc(len(p.frames) - len(p.read))
+            self._failed.inc(len(p.errors))
+        self._ms.update(int((time.perf_counter() - started) * 1000))
+        yield _join_parts((video_id, parts), self._domains)
+
+    def finish_bundle(self):
+        release_freed_memory()  # the videos' images are garbage now
+
+    def teardown(self):
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+class ReadText(beam.PTransform):
+    """OcrInput → (video_id, VideoOcr).
+
+    A video's frames are read in parts of about `part_reads` frames (`split_reads`), so a long video
+    is read on several cores at once; the parts are joined by video and labelled (domains, subtitle
+    lines) as one. Where they are read: see the module doc (`parallel`: parts read at once in a
+    worker, 0 for its machine's cores; `spread`: over all workers, through a shuffle).
+    """
+
+    def __init__(self, config: OcrConfig, domains: DomainConfig = DomainConfig(), part_reads: int = 16,
+                 parallel: int = 0, spread: bool = False):
+        super().__init__()
+        if parallel < 0:
+            raise ValueError(f"parallel must be >= 0, got {parallel}")
+        self._config = config
+        self._domains = domains
+        self._part_reads = part_reads
+        self._parallel = parallel
+        self._spread = spread
 
     def expand(self, inputs):
+        if not self._spread:
+            return inputs | "Read" >> beam.ParDo(
+                _ReadVideoFn(self._config, self._domains, self._part_reads, self._parallel))
         return (
             inputs
             | "Split" >> beam.FlatMap(_split, self._part_reads)
