@@ -456,3 +456,48 @@ def test_without_conditioning_one_unprompted_attempt():
     engine._decode_window, calls = _looping_decoder({(False, None)})
     engine._transcribe_window(np.zeros(16000, np.float32), 0, 16000, "en", "ignored")
     assert calls == [(False, None)] and engine.loop_retries == 0
+
+
+class _SlowCountingEngine:
+    """Stands for Whisper: takes a while, and its 'transcript' names the length of what it heard."""
+
+    def transcribe(self, samples):
+        time.sleep(0.05 * (len(samples) % 7))
+        if len(samples) == 13:
+            raise RuntimeError("this one fails")
+        return asr.AsrResult((asr.AsrSegment(0.0, 0.1, f" {len(samples)} samples", -0.1, 0.0),), "en", None, 0.1,
+                             len(samples) / SAMPLE_RATE)
+
+
+def test_transcribe_hands_each_transcript_to_its_own_video_and_window():
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import TestWindowedValue, assert_that, equal_to
+    from apache_beam.transforms import window
+
+    from schemas.elements import VideoAudio
+    from transforms import process_cache
+    from transforms.asr import Transcribe
+
+    config = asr.AsrConfig(beam_size=9)  # a config of its own: the fake engine below is its model
+    with process_cache._LOCK:
+        process_cache._MODELS[("ASR", config)] = _SlowCountingEngine()
+    lengths = [3, 40, 13, 8, 26, 1, 12]
+    audio = [VideoAudio(f"v{n}", np.zeros(n, np.float32), SAMPLE_RATE) for n in lengths]
+    # Windows (by timestamp) so that each transcript must keep its own element's window; at most
+    # 20 samples may wait, so some transcripts go out from process() and the rest from finish_bundle.
+    expected = [TestWindowedValue((f"v{n}", f"{n} samples" if n != 13 else "RuntimeError"), i * 10,
+                                  [window.IntervalWindow(i * 10, i * 10 + 10)])
+                for i, n in enumerate(lengths)]
+
+    def summary(kv):
+        video_id, heard = kv
+        return video_id, heard.result.text if heard.result is not None else heard.error.error_type
+
+    with TestPipeline() as p:
+        out = (p | beam.Create(list(enumerate(audio)))
+               | beam.Map(lambda iv: window.TimestampedValue(iv[1], iv[0] * 10))
+               | beam.WindowInto(window.FixedWindows(10))
+               | Transcribe(config, max_pending_s=20 / SAMPLE_RATE)
+               | beam.Map(summary))
+        assert_that(out, equal_to(expected), reify_windows=True)

@@ -6,6 +6,7 @@ import difflib
 import json
 import os
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -349,3 +350,25 @@ def test_reading_in_parts_through_beam_equals_reading_whole(subtitle_ocr_input):
         with TestPipeline() as p:
             assert_that(p | beam.Create([item]) | read_text, check, label=label)
     assert pool_size("OCR", here) >= 2  # the parts were read at once, each on an engine of its own
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
+def test_ocr_threads_run_below_the_stage_thread():
+    import threading
+
+    from transforms.ocr import OCR_NICE, lower_thread_priority
+
+    seen = {}
+
+    def probe():
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        seen["lowered"] = lower_thread_priority()
+        seen["delta"] = os.getpriority(os.PRIO_PROCESS, tid) - before
+
+    main = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = threading.Thread(target=probe)
+    worker.start()
+    worker.join()
+    assert seen["lowered"] and seen["delta"] == min(OCR_NICE, 19 - main)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main  # only that thread

@@ -104,11 +104,13 @@ class _TranscribeFn(beam.DoFn):
 
 
 class Transcribe(beam.PTransform):
-    """VideoAudio → (video_id, VideoAsr)."""
+    """VideoAudio → (video_id, VideoAsr). `max_pending_s`: seconds of audio that may wait for Whisper
+    in one DoFn instance (see the module doc)."""
 
-    def __init__(self, config: AsrConfig):
+    def __init__(self, config: AsrConfig, max_pending_s: float = 3600.0):
         super().__init__()
         self._config = config
+        self._max_pending_s = max_pending_s
 
     def expand(self, audio):
-        return audio | "Asr" >> beam.ParDo(_TranscribeFn(self._config))
+        return audio | "Asr" >> beam.ParDo(_TranscribeFn(self._config, self._max_pending_s))

@@ -18,6 +18,11 @@ second engine doubles the speed), and the step fuses with the decoder: the frame
 shuffled, and on DirectRunner, which runs one stage at a time, reading overlaps the other videos'
 decoding and Whisper. `spread=True` shuffles the parts over all workers instead, and joins them
 by video: one shuffle of the images, for a cluster whose stragglers are single long videos.
+
+Read where it was decoded, OCR is the stage's filler: its threads run at a lower CPU priority
+(`OCR_NICE`, Linux) than decoding and Whisper, which are sequential per video. The work done is the
+same; what changes is its order: a long video's transcript is no longer slowed by its own OCR
+(and the next videos'), which then takes the cores that are left, and all of them at the end.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+import sys
+import threading
 import time
 from typing import Sequence
 
@@ -184,6 +191,22 @@ def _split(item: OcrInput, max_reads: int):
         yield item.video_id, (i, part)
 
 
+OCR_NICE = 10  # how much lower the reading threads' priority is (CFS weight ~1/10 of a nice-0 thread)
+
+
+def lower_thread_priority(nice: int = OCR_NICE) -> bool:
+    """Lowers the calling thread's CPU priority by `nice` (Linux, where priority is per thread);
+    True when it did. Elsewhere a no-op: there setpriority would apply to the whole process."""
+    if not sys.platform.startswith("linux"):
+        return False
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:
+        return False
+    return True
+
+
 class _ReadVideoFn(beam.DoFn):
     """Reads a whole video here: its parts `parallel` at a time, each on an engine of its own."""
 
@@ -199,7 +222,8 @@ class _ReadVideoFn(beam.DoFn):
 
     def setup(self):
         workers = self._parallel or os.cpu_count() or 1
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="vmm-ocr")
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="vmm-ocr",
+                                                           initializer=lower_thread_priority)
 
     def _read_part(self, index: int, part: OcrInput) -> _PartRead:
         with engine_for(self._config) as engine:
