@@ -131,3 +131,11 @@ def test_model_handler_mixed_batch(tiny_checkpoint):
     embs_p, patches_p, _ = list(patch_handler.run_inference([video], model))[0].inference
     np.testing.assert_array_equal(embs_p, embs)
     assert patches_p.shape == (3, 16, 64)
+
+
+def test_handler_loads_clip_on_first_use(tmp_path):
+    # RunInference loads in DoFn.setup, before a fused decoder starts: the handler defers the load.
+    handler = ClipModelHandler(clip.ClipConfig(TINY_MODEL, str(tmp_path / "not-yet.pt")))
+    model = handler.load_model()  # would raise if it loaded: the checkpoint does not exist
+    with pytest.raises(Exception, match="not-yet"):
+        model.encode_images(_frames(1, seed=1))

@@ -52,7 +52,8 @@ class _TranscribeFn(beam.DoFn):
         self._ms = beam.metrics.Metrics.distribution(_NAMESPACE, "asr_ms")
 
     def setup(self):
-        self._engine = engine_for(self._config)
+        # Whisper is loaded by the first transcription, on the DoFn's own thread (or was by the
+        # worker's warm-up): fused after the decoder, a load here would hold up its first video.
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vmm-asr")
         self._pending = collections.deque()
 
@@ -64,7 +65,7 @@ class _TranscribeFn(beam.DoFn):
         """Runs on the DoFn's own thread. Beam's metrics belong to the bundle's thread: counted in `_hand_on`."""
         started = time.perf_counter()
         try:
-            result = self._engine.transcribe(audio.samples)
+            result = engine_for(self._config).transcribe(audio.samples)
         except Exception as e:  # a transcription failure is recorded on the video, never fatal
             return None, e, 0.0
         return result, None, time.perf_counter() - started

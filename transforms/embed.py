@@ -39,6 +39,19 @@ def clip_for(config: ClipConfig) -> ClipEncoder:
     return process_model("CLIP", config, lambda: _load_clip(config))
 
 
+class _ProcessClip:
+    """The process's CLIP for a config, loaded on first use. RunInference loads its model in its
+    DoFn's setup, and Beam sets up a stage's consumers before its producers: fused after the
+    decoder, CLIP would load (torch, open_clip, the weights: seconds) before the decode child even
+    starts. With this the first videos decode while the worker's warm-up loads CLIP."""
+
+    def __init__(self, config: ClipConfig):
+        self._config = config
+
+    def __getattr__(self, name: str):
+        return getattr(clip_for(self._config), name)
+
+
 class ClipModelHandler(ModelHandler[Any, np.ndarray, ClipEncoder]):
     """Batches of videos' keyframes (VideoFrames) and/or titles (str) → L2-normalised float32 embeddings.
 
@@ -60,7 +73,7 @@ class ClipModelHandler(ModelHandler[Any, np.ndarray, ClipEncoder]):
     def load_model(self) -> ClipEncoder:
         if self._large_model:
             return _load_clip(self._config)  # one per model_copies slot, in RunInference's model process
-        return clip_for(self._config)
+        return _ProcessClip(self._config)  # type: ignore[return-value]
 
     def run_inference(self, batch: Sequence[Any], model: ClipEncoder, inference_args=None) -> Iterable[PredictionResult]:
         out: list[Any] = []
