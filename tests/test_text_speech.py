@@ -372,3 +372,39 @@ def test_ocr_threads_run_below_the_stage_thread():
     worker.join()
     assert seen["lowered"] and seen["delta"] == min(OCR_NICE, 19 - main)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main  # only that thread
+
+
+def test_read_text_hands_each_video_its_own_lines_and_window(subtitle_ocr_input):
+    import dataclasses
+
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that
+    from apache_beam.transforms import window
+
+    from models.ocr import OcrConfig
+    from transforms.ocr import ReadText, engine_for, read_video, split_reads
+
+    whole = subtitle_ocr_input
+    head = dataclasses.replace(split_reads(whole, 3)[0], video_id="head")  # a self-contained first part
+    with engine_for(OcrConfig()) as engine:
+        expected = {"subs": read_video(engine, whole), "head": read_video(engine, head)}
+    assert len(expected["head"].subtitle_lines) < len(expected["subs"].subtitle_lines)
+    items = [whole, head, dataclasses.replace(head, video_id="head2")]
+    expected["head2"] = expected["head"]
+
+    def check(results):
+        got = {wv.value[0]: wv for wv in results}
+        assert sorted(got) == ["head", "head2", "subs"]
+        for i, item in enumerate(items):
+            wv = got[item.video_id]
+            assert _same_ocr(wv.value[1], expected[item.video_id]), item.video_id
+            assert wv.windows == [window.IntervalWindow(i * 10, i * 10 + 10)]
+
+    # At most 4 frames may wait: some videos go out from process(), the rest from finish_bundle.
+    with TestPipeline() as p:
+        out = (p | beam.Create(list(enumerate(items)))
+               | beam.Map(lambda iv: window.TimestampedValue(iv[1], iv[0] * 10))
+               | beam.WindowInto(window.FixedWindows(10))
+               | ReadText(OcrConfig(), part_reads=2, parallel=2, max_pending_reads=4))
+        assert_that(out, check, reify_windows=True)

@@ -23,10 +23,13 @@ Read where it was decoded, OCR is the stage's filler: its threads run at a lower
 (`OCR_NICE`, Linux) than decoding and Whisper, which are sequential per video. The work done is the
 same; what changes is its order: a long video's transcript is no longer slowed by its own OCR
 (and the next videos'), which then takes the cores that are left, and all of them at the end.
+The stage's thread never waits on those threads while it has videos to decode: a video's lines go
+out once read, from a later `process` call or `finish_bundle`.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -37,6 +40,7 @@ import time
 from typing import Sequence
 
 import apache_beam as beam
+from apache_beam.utils.windowed_value import WindowedValue
 
 from models.memory import release_freed_memory
 from models.ocr import OcrConfig, OcrEngine, load_engine
@@ -157,6 +161,7 @@ class _PartRead:
     frames: tuple
     read: dict
     errors: tuple
+    seconds: float = 0.0  # CPU time its reading took (its thread's: a low-priority thread waits too)
 
 
 def _without_images(frames) -> tuple:
@@ -208,13 +213,19 @@ def lower_thread_priority(nice: int = OCR_NICE) -> bool:
 
 
 class _ReadVideoFn(beam.DoFn):
-    """Reads a whole video here: its parts `parallel` at a time, each on an engine of its own."""
+    """Reads whole videos here: a video's parts `parallel` at a time, each on an engine of its own,
+    on threads of the DoFn's own. `process` hands a video over and returns, so the stage's thread
+    goes on decoding the next videos (were it to wait, it would wait on threads that run below
+    it); a video's result goes out from a later `process` call or from `finish_bundle`, with its
+    own window and timestamp. At most `max_pending_reads` frames wait (a call then blocks)."""
 
-    def __init__(self, config: OcrConfig, domains: DomainConfig, part_reads: int, parallel: int):
+    def __init__(self, config: OcrConfig, domains: DomainConfig, part_reads: int, parallel: int,
+                 max_pending_reads: int = 512):
         self._config = config
         self._domains = domains
         self._part_reads = part_reads
         self._parallel = parallel
+        self._max_pending_reads = max_pending_reads
         self._read = beam.metrics.Metrics.counter(_NAMESPACE, "ocr_frames_read")
         self._reused = beam.metrics.Metrics.counter(_NAMESPACE, "ocr_frames_reused")
         self._failed = beam.metrics.Metrics.counter(_NAMESPACE, "ocr_frames_failed")
@@ -224,28 +235,44 @@ class _ReadVideoFn(beam.DoFn):
         workers = self._parallel or os.cpu_count() or 1
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="vmm-ocr",
                                                            initializer=lower_thread_priority)
+        self._pending = collections.deque()
+
+    def start_bundle(self):
+        self._pending.clear()  # what a failed bundle left is not handed on
+        self._pending_reads = 0
 
     def _read_part(self, index: int, part: OcrInput) -> _PartRead:
+        started = time.thread_time()
         with engine_for(self._config) as engine:
             read, errors = read_frames(engine, part)
-        return _PartRead(index, part.width, part.height, _without_images(part.frames), read, tuple(errors))
+        return _PartRead(index, part.width, part.height, _without_images(part.frames), read, tuple(errors),
+                         time.thread_time() - started)
 
-    def process(self, item: OcrInput):
-        started = time.perf_counter()
-        video_id = item.video_id
+    def process(self, item: OcrInput, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+        reads = sum(f.image is not None for f in item.frames)
         futures = [self._pool.submit(self._read_part, i, part)
                    for i, part in enumerate(split_reads(item, self._part_reads))]
+        self._pending.append((item.video_id, reads, window, timestamp, futures))
+        self._pending_reads += reads
         del item  # the parts hold the images until they are read
+        while self._pending and (all(f.done() for f in self._pending[0][-1])
+                                 or self._pending_reads > self._max_pending_reads):
+            yield self._hand_on(*self._pending.popleft())
+
+    def finish_bundle(self):
+        while self._pending:
+            yield self._hand_on(*self._pending.popleft())
+        release_freed_memory()  # the videos' images are garbage now
+
+    def _hand_on(self, video_id: str, reads: int, window, timestamp, futures) -> WindowedValue:
+        self._pending_reads -= reads
         parts = [f.result() for f in futures]
         for p in parts:
             self._read.inc(len(p.read))
             self._reused.inc(len(p.frames) - len(p.read))
             self._failed.inc(len(p.errors))
-        self._ms.update(int((time.perf_counter() - started) * 1000))
-        yield _join_parts((video_id, parts), self._domains)
-
-    def finish_bundle(self):
-        release_freed_memory()  # the videos' images are garbage now
+        self._ms.update(int(sum(p.seconds for p in parts) * 1000))
+        return WindowedValue(_join_parts((video_id, parts), self._domains), timestamp, (window,))
 
     def teardown(self):
         pool = getattr(self, "_pool", None)
@@ -259,11 +286,12 @@ class ReadText(beam.PTransform):
     A video's frames are read in parts of about `part_reads` frames (`split_reads`), so a long video
     is read on several cores at once; the parts are joined by video and labelled (domains, subtitle
     lines) as one. Where they are read: see the module doc (`parallel`: parts read at once in a
-    worker, 0 for its machine's cores; `spread`: over all workers, through a shuffle).
+    worker, 0 for its machine's cores; `max_pending_reads`: frames waiting to be read there at most;
+    `spread`: over all workers, through a shuffle).
     """
 
     def __init__(self, config: OcrConfig, domains: DomainConfig = DomainConfig(), part_reads: int = 16,
-                 parallel: int = 0, spread: bool = False):
+                 parallel: int = 0, spread: bool = False, max_pending_reads: int = 512):
         super().__init__()
         if parallel < 0:
             raise ValueError(f"parallel must be >= 0, got {parallel}")
@@ -272,11 +300,13 @@ class ReadText(beam.PTransform):
         self._part_reads = part_reads
         self._parallel = parallel
         self._spread = spread
+        self._max_pending_reads = max_pending_reads
 
     def expand(self, inputs):
         if not self._spread:
             return inputs | "Read" >> beam.ParDo(
-                _ReadVideoFn(self._config, self._domains, self._part_reads, self._parallel))
+                _ReadVideoFn(self._config, self._domains, self._part_reads, self._parallel,
+                             self._max_pending_reads))
         return (
             inputs
             | "Split" >> beam.FlatMap(_split, self._part_reads)
