@@ -16,19 +16,18 @@ of audio wait (a call blocks on the oldest beyond that), so memory stays bounded
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import dataclasses
 import logging
 import time
 
 import apache_beam as beam
-from apache_beam.utils.windowed_value import WindowedValue
 
 from models.asr import AsrConfig, AsrEngine
 from models.memory import release_freed_memory
 from schemas.elements import StageError, VideoAsr, VideoAudio
 from transforms.files import localize
+from transforms.pending import PendingResults
 from transforms.process_cache import process_model
 
 logger = logging.getLogger(__name__)
@@ -55,11 +54,10 @@ class _TranscribeFn(beam.DoFn):
         # Whisper is loaded by the first transcription, on the DoFn's own thread (or was by the
         # worker's warm-up): fused after the decoder, a load here would hold up its first video.
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vmm-asr")
-        self._pending = collections.deque()
+        self._pending = PendingResults(self._max_pending_s)
 
     def start_bundle(self):
         self._pending.clear()  # what a failed bundle left is not handed on
-        self._pending_s = 0.0
 
     def _transcribe(self, audio: VideoAudio):
         """Runs on the DoFn's own thread. Beam's metrics belong to the bundle's thread: counted in `_hand_on`."""
@@ -72,21 +70,19 @@ class _TranscribeFn(beam.DoFn):
 
     def process(self, audio: VideoAudio, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
         seconds = len(audio.samples) / audio.sample_rate
-        future = self._pool.submit(self._transcribe, audio)
-        self._pending.append((audio.video_id, seconds, window, timestamp, future))
-        self._pending_s += seconds
+        self._pending.add((audio.video_id, seconds), [self._pool.submit(self._transcribe, audio)], seconds,
+                          window, timestamp)
         del audio  # the pending call holds the samples; nothing else here needs them
-        while self._pending and (self._pending[0][-1].done() or self._pending_s > self._max_pending_s):
-            yield self._hand_on(*self._pending.popleft())
+        for key, results, wrap in self._pending.ready():
+            yield wrap(self._hand_on(*key, *results))
 
     def finish_bundle(self):
-        while self._pending:
-            yield self._hand_on(*self._pending.popleft())
+        for key, results, wrap in self._pending.drain():
+            yield wrap(self._hand_on(*key, *results))
         release_freed_memory()  # the bundle's audio (115 MB an hour of it) is garbage now
 
-    def _hand_on(self, video_id: str, seconds: float, window, timestamp, future) -> WindowedValue:
-        self._pending_s -= seconds
-        result, error, elapsed = future.result()
+    def _hand_on(self, video_id: str, seconds: float, transcribed: tuple):
+        result, error, elapsed = transcribed
         if error is not None:
             self._failed.inc()
             logger.warning("ASR failed on %s: %s: %s", video_id, type(error).__name__, error)
@@ -96,7 +92,7 @@ class _TranscribeFn(beam.DoFn):
             self._audio_ms.inc(int(1000 * seconds))
             self._ms.update(int(elapsed * 1000))
             out = VideoAsr(result)
-        return WindowedValue((video_id, out), timestamp, (window,))
+        return video_id, out
 
     def teardown(self):
         pool = getattr(self, "_pool", None)

@@ -29,7 +29,6 @@ out once read, from a later `process` call or `finish_bundle`.
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -40,12 +39,12 @@ import time
 from typing import Sequence
 
 import apache_beam as beam
-from apache_beam.utils.windowed_value import WindowedValue
 
 from models.memory import release_freed_memory
 from models.ocr import OcrConfig, OcrEngine, load_engine
 from models.ocr_domains import DomainConfig, FrameText, classify_video
 from schemas.elements import OcrInput, OcrItem, StageError, VideoOcr
+from transforms.pending import PendingResults
 from transforms.process_cache import pooled_model
 
 logger = logging.getLogger(__name__)
@@ -235,11 +234,10 @@ class _ReadVideoFn(beam.DoFn):
         workers = self._parallel or os.cpu_count() or 1
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="vmm-ocr",
                                                            initializer=lower_thread_priority)
-        self._pending = collections.deque()
+        self._pending = PendingResults(self._max_pending_reads)
 
     def start_bundle(self):
         self._pending.clear()  # what a failed bundle left is not handed on
-        self._pending_reads = 0
 
     def _read_part(self, index: int, part: OcrInput) -> _PartRead:
         started = time.thread_time()
@@ -252,27 +250,23 @@ class _ReadVideoFn(beam.DoFn):
         reads = sum(f.image is not None for f in item.frames)
         futures = [self._pool.submit(self._read_part, i, part)
                    for i, part in enumerate(split_reads(item, self._part_reads))]
-        self._pending.append((item.video_id, reads, window, timestamp, futures))
-        self._pending_reads += reads
+        self._pending.add(item.video_id, futures, reads, window, timestamp)
         del item  # the parts hold the images until they are read
-        while self._pending and (all(f.done() for f in self._pending[0][-1])
-                                 or self._pending_reads > self._max_pending_reads):
-            yield self._hand_on(*self._pending.popleft())
+        for video_id, parts, wrap in self._pending.ready():
+            yield wrap(self._hand_on(video_id, parts))
 
     def finish_bundle(self):
-        while self._pending:
-            yield self._hand_on(*self._pending.popleft())
+        for video_id, parts, wrap in self._pending.drain():
+            yield wrap(self._hand_on(video_id, parts))
         release_freed_memory()  # the videos' images are garbage now
 
-    def _hand_on(self, video_id: str, reads: int, window, timestamp, futures) -> WindowedValue:
-        self._pending_reads -= reads
-        parts = [f.result() for f in futures]
+    def _hand_on(self, video_id: str, parts: list):
         for p in parts:
             self._read.inc(len(p.read))
             self._reused.inc(len(p.frames) - len(p.read))
             self._failed.inc(len(p.errors))
         self._ms.update(int(sum(p.seconds for p in parts) * 1000))
-        return WindowedValue(_join_parts((video_id, parts), self._domains), timestamp, (window,))
+        return _join_parts((video_id, parts), self._domains)
 
     def teardown(self):
         pool = getattr(self, "_pool", None)
