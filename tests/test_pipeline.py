@@ -469,3 +469,26 @@ def test_ocr_reading_flags(sample, tmp_path):
     assert (config.ocr_parallel, config.spread_ocr_parts) == (3, True)
     with pytest.raises(ValueError, match="ocr-parallel"):
         extract.build_config(PipelineOptions([*base, "--ocr-parallel", "-1"]))
+
+
+def test_building_the_job_imports_no_torch(sample, tmp_path):
+    """The launcher runs no model: building the job must not pay for importing torch (3.3 s), which
+    Beam's RunInference module imports for its optional ModelManager (see transforms.embed)."""
+    import importlib.util
+
+    if importlib.util.find_spec("scipy") is not None:
+        pytest.skip("scipy is installed: Beam's ModelManager is usable and imports torch")
+    code = (
+        "import sys, apache_beam as beam\n"
+        "from apache_beam.options.pipeline_options import PipelineOptions\n"
+        "from pipelines import extract\n"
+        f"argv = ['--input', {str(sample['manifest'])!r}, '--output', {str(tmp_path / 'o')!r},\n"
+        f"        '--clip-model', {TINY_MODEL!r}, '--clip-pretrained', 'none']\n"
+        "options = PipelineOptions(argv)\n"
+        "config = extract.build_config(options)\n"
+        "extract.build_pipeline(beam.Pipeline(options=options), config, 'run')\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "torch imported: False" in proc.stdout
