@@ -92,6 +92,27 @@ class _Pickled:
     pass
 
 
+def test_a_checkpoint_must_set_every_parameter(tmp_path, tiny_checkpoint):
+    """A checkpoint's model is built without random initialisation (the load overwrites it): one that
+    leaves a parameter out is refused, never run on memory nothing wrote; the initialisers are
+    back afterwards, and the random-weights model is still the seeded one."""
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    dropped = next(k for k in state if k.startswith("visual."))
+    del state[dropped]
+    partial = tmp_path / "partial.pt"
+    torch.save(state, partial)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        clip.ClipEncoder(clip.ClipConfig(TINY_MODEL, str(partial))).load()
+    t = torch.zeros(3)
+    torch.nn.init.ones_(t)
+    assert t.tolist() == [1.0, 1.0, 1.0]
+    a = clip.ClipEncoder(clip.ClipConfig(TINY_MODEL, "none")).load()
+    b = clip.ClipEncoder(clip.ClipConfig(TINY_MODEL, "none")).load()
+    image = [np.full((32, 32, 3), 90, np.uint8)]
+    assert np.array_equal(a.encode_images(image), b.encode_images(image))
+    assert np.abs(a.encode_images(image)).sum() > 0
+
+
 def test_device_selection():
     assert clip.resolve_device("cpu") == "cpu"
     expected = "cuda" if torch.cuda.is_available() else "cpu"
