@@ -12,8 +12,10 @@ Inputs (built once, cached under --cache, default bench/results/e2e/, which git 
 
 Sides, each a separate process, timed from outside (wall), with the CPU seconds of its whole
 process tree (getrusage(RUSAGE_CHILDREN), cross-checked by summing /proc/<pid>/stat), and its peak
-memory sampled every 0.2 s from /proc (RSS and PSS summed over the tree; PSS does not count a
-shared page twice):
+memory sampled from /proc (RSS and PSS summed over the tree; PSS does not count a shared page
+twice): RSS every 0.2 s, PSS every `PSS_EVERY_S`, because reading it makes the kernel walk each
+process's page tables, which stalls that process's memory calls meanwhile (read every 0.2 s, it
+slowed the pipeline's run of the main set from 148.5 to 170.1 s):
   * pipeline: `python -m pipelines.extract` on DirectRunner, 2 worker processes (multi_processing,
     run_local.sh's choice), CLIP
     ViT-B-32 with random weights (`--clip-pretrained none`: no pretrained weights can be downloaded
@@ -295,6 +297,9 @@ class Measured:
         return self.cpu_s / (self.wall_s * CORES) if self.wall_s else float("nan")
 
 
+PSS_EVERY_S = 5.0  # seconds between PSS readings (see the module doc)
+
+
 def measure(label: str, cmd: list[str], logs: str, interval_s: float = 0.2) -> Measured:
     """Runs `cmd` (cwd = the repository) and measures its whole process tree."""
     os.makedirs(logs, exist_ok=True)
@@ -313,11 +318,15 @@ def measure(label: str, cmd: list[str], logs: str, interval_s: float = 0.2) -> M
         done = threading.Event()
 
         def sample():
+            pss_at = -PSS_EVERY_S
             while not done.is_set():
                 table = _proc_table()
                 pids = _tree(table, proc.pid)
                 rss = sum(table[p][2] for p in pids)
-                pss = sum(_pss_kb(p) for p in pids)
+                pss = 0
+                if time.perf_counter() - pss_at >= PSS_EVERY_S:
+                    pss_at = time.perf_counter()
+                    pss = sum(_pss_kb(p) for p in pids)
                 for p in pids:
                     cpu_ticks[p] = max(cpu_ticks.get(p, 0), table[p][1])
                 if rss > peak["rss"]:
