@@ -3,7 +3,8 @@
 #   ./run_local.sh                                   set up .venv, generate a sample, extract it, print a summary
 #   ./run_local.sh --input videos.jsonl --output out/ [more vmm extract flags]
 #   ./run_local.sh --setup-only                      only create/update .venv
-# Runs Beam's DirectRunner with one worker process per core unless you pass other runner flags.
+# Runs Beam's DirectRunner with one worker thread per core, in one process that holds one copy of
+# each model, unless you pass other runner flags (see the README).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -61,8 +62,9 @@ if ! has_flag --input; then
 fi
 
 if ! has_flag --runner; then
-  workers=$(nproc 2>/dev/null || echo 2)
-  args+=(--runner DirectRunner --direct_num_workers "$workers" --direct_running_mode multi_processing)
+  args+=(--runner DirectRunner)
+  has_flag --direct_num_workers || args+=(--direct_num_workers "$(nproc 2>/dev/null || echo 2)")
+  has_flag --direct_running_mode || args+=(--direct_running_mode multi_threading)
 fi
 
 exec "$VENV/bin/vmm" extract "${args[@]}"

@@ -16,8 +16,8 @@ memory sampled from /proc (RSS and PSS summed over the tree; PSS does not count 
 twice): RSS every 0.2 s, PSS every `PSS_EVERY_S`, because reading it makes the kernel walk each
 process's page tables, which stalls that process's memory calls meanwhile (read every 0.2 s, it
 slowed the pipeline's run of the main set from 148.5 to 170.1 s):
-  * pipeline: `python -m pipelines.extract` on DirectRunner, 2 worker processes (multi_processing,
-    run_local.sh's choice), CLIP
+  * pipeline: `python -m pipelines.extract` on DirectRunner, 2 worker threads in one process
+    (multi_threading, run_local.sh's choice), CLIP
     ViT-B-32 with random weights (`--clip-pretrained none`: no pretrained weights can be downloaded
     here; the architecture and its cost are the real ones), OCR and ASR on (defaults), and a
     frame dictionary (`--codebook`). Per-stage busy seconds are run_summary.json's stage_seconds
@@ -406,7 +406,7 @@ def wait_idle(max_wait_s: float = 120.0) -> None:
 
 def pipeline_flags(manifest: str, output: str, codebook: str | None) -> list[str]:
     flags = ["--input", manifest, "--output", output, "--overwrite", "--runner", "DirectRunner",
-             "--direct_num_workers", "2", "--direct_running_mode", "multi_processing",
+             "--direct_num_workers", "2", "--direct_running_mode", "multi_threading",
              "--clip-model", "ViT-B-32", "--clip-pretrained", "none", "--no-progress"]
     return flags + (["--codebook", codebook] if codebook else [])
 
@@ -717,7 +717,7 @@ def report_stages(runs: Runs, out: Outputs) -> None:
     print()
     print("# s/min: seconds per minute of video. naive/floor: wall seconds of the stage, its share of the side's total,")
     print(f"# CPU seconds / (wall x {CORES} cores) during the stage, peak RSS of the process during the stage.")
-    print(f"# pipeline: busy seconds per stage from run_summary.json, summed over its 2 workers, against wall x {CORES} cores;")
+    print(f"# pipeline: busy seconds per stage from run_summary.json, summed over its 2 worker threads, against wall x {CORES} cores;")
     print("# startup+load: process start until the Beam run starts (imports, config, weight checks) x cores;")
     print("# other: the rest -- Beam, worker start, model loads, tokens, assembling, writing, idle cores.")
     print("# naive TOTAL: its wall (a subprocess, imports included); floor TOTAL: the sum of its stages (one thread")
@@ -888,7 +888,7 @@ def main(argv=None) -> int:
 
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     began = time.time()
-    print(f"# bench.e2e --{mode}: vmm pipeline (DirectRunner, 2 worker processes) vs naive loop vs model-call floor")
+    print(f"# bench.e2e --{mode}: vmm pipeline (DirectRunner, 2 worker threads) vs naive loop vs model-call floor")
     print(f"# {machine_line()}; started {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(began))}; "
           f"code {git_revision()}", flush=True)
     inputs = build_inputs(mode, os.path.abspath(args.cache), args.media)

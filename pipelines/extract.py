@@ -71,8 +71,8 @@ class ExtractOptions(PipelineOptions):
                             help="hold CLIP in this many shared copies per machine (RunInference model_copies, "
                                  "e.g. 1 per GPU) instead of one per worker process (default 0: one per process)")
         parser.add_argument("--torch-threads", dest="torch_threads", type=int, default=0,
-                            help="threads per model (torch, ONNX Runtime, CTranslate2); 0: cores / local worker "
-                                 "processes, and for OCR cores / worker threads")
+                            help="threads per model (torch, ONNX Runtime, CTranslate2); 0: this machine's cores / "
+                                 "(local worker processes x worker threads)")
         parser.add_argument("--max-frames", dest="max_frames", type=int, default=32,
                             help="keyframes per video at most (default %(default)s)")
         parser.add_argument("--scene-threshold", dest="scene_threshold", type=float,
@@ -286,19 +286,18 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         raise ValueError(f"--asr-beam-size must be >= 1, got {opts.asr_beam_size}")
     spec, files = resolve_input(opts.input)
     workers = _local_workers(options)
-    # Threads per model. torch and CTranslate2 turn a second thread into ~1.5x the speed (measured:
-    # CLIP 1.53x, Whisper 1.52x on 2 cores), so with worker threads sharing one process they get
-    # the process's cores: a straggling video then has the machine to itself. RapidOCR gains
-    # nothing from a second ONNX Runtime thread (8.9 vs 8.6 s for 40 frames, twice the CPU), so
-    # each worker thread gets its own engine copy on its share of the cores instead.
-    # Worker processes split the cores: two 2-thread CLIPs at once took 1.5x the time of two 1-thread
-    # ones (27 vs 18 s). Whisper with every core in each worker process looked free on one 120 s clip
-    # (two 2-thread Whispers at once 12.1 s, two 1-thread 12.2 s) and sped up a long video alone,
-    # but on the benchmark's many short videos it cost 1.9 CPU-s more per 10 s video (scale-100:
-    # 611 vs 425 CPU-s), so Whisper splits the cores too.
-    threads = opts.torch_threads or (max(1, (os.cpu_count() or 1) // workers) if workers else 0)
     worker_threads = _worker_threads(options)
-    ocr_threads = opts.torch_threads or (max(1, threads // worker_threads) if threads else 0)
+    # Threads per model: the cores split over the callers that run models at once (worker processes
+    # x worker threads). A second thread makes one call ~1.5x faster (CLIP 1.53x, Whisper 1.52x on 2
+    # cores; RapidOCR not at all: 8.9 vs 8.6 s for 40 frames) for twice the CPU, which pays only
+    # while the other callers idle. Two 2-thread CLIPs at once took 1.5x the time of two 1-thread
+    # ones (27 vs 18 s); Whisper with every core in each worker process cost 1.9 CPU-s more per 10 s
+    # video (scale-100: 611 vs 425 CPU-s); with two worker threads in one process, 2 threads per model
+    # ran the benchmark's main set in 148.9 s / 277.1 CPU-s, 1 thread in 124.6-139.0 s / 233-260.
+    # Each worker thread also gets its own OCR engine and CTranslate2 replica (see the stages).
+    callers = workers * worker_threads
+    threads = opts.torch_threads or (max(1, (os.cpu_count() or 1) // callers) if workers else 0)
+    ocr_threads = threads
     clip = clip_models.ClipConfig(opts.clip_model, opts.clip_pretrained, opts.device, threads)
     # Workers copy a checkpoint in a bucket themselves; the launcher copies it to learn its id.
     weights = clip_models.check_weights(dataclasses.replace(clip, pretrained=localize(clip.pretrained)))

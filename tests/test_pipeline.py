@@ -326,7 +326,7 @@ def test_every_real_media_video_lands_in_videos(media_dir, tmp_path, tiny_checkp
 
 @pytest.mark.parametrize("flags, clip, ocr, asr_threads, asr_workers", [
     (["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"], 1, 1, 1, 1),
-    (["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"], 2, 1, 2, 2),
+    (["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"], 1, 1, 1, 2),
     (["--direct_num_workers", "2", "--direct_running_mode", "multi_threading", "--torch-threads", "3"], 3, 3, 3, 2),
     ([], 2, 2, 2, 1),  # in_memory: one worker in this process
 ])
