@@ -293,8 +293,9 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
     # while the other callers idle. Two 2-thread CLIPs at once took 1.5x the time of two 1-thread
     # ones (27 vs 18 s); Whisper with every core in each worker process cost 1.9 CPU-s more per 10 s
     # video (scale-100: 611 vs 425 CPU-s). Two worker threads in one process on the benchmark's main
-    # set: CLIP and Whisper on 2 threads each, OCR on 1, took 148.9 s / 277.1 CPU-s; everything on 1
-    # thread 124.6-139.0 s / 233-260 CPU-s (another hour); everything on 2, 271.5 s / 522.2 CPU-s.
+    # set: CLIP and Whisper on 2 threads each, OCR on 1, took 148.9 s / 277.1 CPU-s (2026-11-29,
+    # before 11:29); everything on 1 thread 124.6-139.0 s / 233-260 CPU-s and everything on 2
+    # 271.5 s / 522.2 CPU-s (13:00-13:45; bench/E2E.md).
     # Each worker thread also gets its own OCR engine and CTranslate2 replica (see the stages).
     callers = workers * worker_threads
     threads = opts.torch_threads or (max(1, (os.cpu_count() or 1) // callers) if workers else 0)
