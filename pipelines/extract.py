@@ -299,7 +299,6 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
     # Each worker thread also gets its own OCR engine and CTranslate2 replica (see the stages).
     callers = workers * worker_threads
     threads = opts.torch_threads or (max(1, (os.cpu_count() or 1) // callers) if workers else 0)
-    ocr_threads = threads
     clip = clip_models.ClipConfig(opts.clip_model, opts.clip_pretrained, opts.device, threads)
     # Workers copy a checkpoint in a bucket themselves; the launcher copies it to learn its id.
     weights = clip_models.check_weights(dataclasses.replace(clip, pretrained=localize(clip.pretrained)))
@@ -323,7 +322,7 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         raise ValueError(f"--patch-codebook needs a vision transformer; {opts.clip_model} has no patch tokens")
     ocr = ocr_model_id = asr = asr_model_id = None
     if opts.ocr:
-        ocr = ocr_models.OcrConfig(engine=opts.ocr_engine, threads=ocr_threads, det_max_side=opts.ocr_max_side)
+        ocr = ocr_models.OcrConfig(engine=opts.ocr_engine, threads=threads, det_max_side=opts.ocr_max_side)
         # Fails here, not on workers, if unavailable. The engine stays in this process's pool: with
         # in-process workers (multi_threading) the first reader takes it.
         with pooled_model("OCR", ocr, lambda: ocr_models.load_engine(ocr)) as engine:
