@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -16,21 +17,45 @@ TINY_MODEL = "vmm-tiny-vit"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def in_ci() -> bool:
+    """CI runs with env CI set (`.ci/run`: CI=true), as most CI services do."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing_prerequisite(reason: str):
+    """What a test needs is not here: a skip on a developer's machine, a failure in CI, which must
+    cover every tier (a missing prerequisite there is a broken CI set-up, not a reason to pass)."""
+    if in_ci():
+        pytest.fail(f"{reason} (env CI is set: CI must provide it)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def import_or_missing(module: str, reason: str | None = None):
+    """`pytest.importorskip`, except that in CI a missing module fails the test."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        missing_prerequisite(reason or f"{module} is not installed ({e})")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: whole-pipeline or real-media tests (run in CI too)")
 
 
-def media_videos() -> list[str]:
+def media_videos() -> list:
+    """The real videos, for parametrize (the test takes the `media_dir` fixture too). Without the
+    folder: one parameter, so that `media_dir` reports the missing media -- an empty list would make
+    pytest skip the test quietly, even in CI."""
     folder = os.path.join(MEDIA, "video")
     if not os.path.isdir(folder):
-        return []
+        return [pytest.param(folder, id="media-absent")]
     return sorted(os.path.join(folder, f) for f in os.listdir(folder))
 
 
 @pytest.fixture(scope="session")
 def media_dir():
     if not os.path.isdir(MEDIA):
-        pytest.skip(f"real media folder {MEDIA} is absent (CI has it)")
+        missing_prerequisite(f"real media folder {MEDIA} is absent")
     return MEDIA
 
 

@@ -30,8 +30,9 @@ from models.asr import (
 )
 from models.audio import SAMPLE_RATE, AudioCollector, AudioError, decode_audio
 from tests.avgen import load_wav, mux_av
+from tests.conftest import import_or_missing
 
-jiwer = pytest.importorskip("jiwer")
+jiwer = import_or_missing("jiwer", "jiwer (the test extra) is not installed: no WER checks")
 
 JFK_REF = (
     "And so my fellow Americans ask not what your country can do for you "

@@ -66,11 +66,9 @@ def test_keyframe_pixels_are_the_frames_at_their_index(sample):
     assert len(wanted) >= 3
 
 
-def test_max_frames_caps_and_spreads():
+def test_max_frames_caps_and_spreads(media_dir):
     cfg = DecodeConfig(sampling=SamplingConfig(max_frames=4, clock_interval_s=0.5), short_side=32)
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "media", "video", "testvideo.mp4")
-    if not os.path.exists(path):
-        pytest.skip("real media absent")
+    path = os.path.join(media_dir, "video", "testvideo.mp4")
     decoded = decode_keyframes(path, cfg)
     times = [c.timestamp_s for c, _ in decoded.keyframes]
     assert len(times) == 4 and times == sorted(times)
@@ -118,7 +116,7 @@ def _file(folder: str, name: str, data: bytes) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", media_videos(), ids=os.path.basename)
-def test_every_real_video_decodes(path):
+def test_every_real_video_decodes(path, media_dir):
     decoded = decode_keyframes(path, DecodeConfig(short_side=48))
     assert decoded.frames_decoded > 0 and decoded.keyframes
     assert decoded.width > 0 and decoded.height > 0 and decoded.duration_s > 0

@@ -428,8 +428,15 @@ def test_sampling_config_rejects(kwargs, field):
 
 
 def test_sampling_config_accepts_edges():
+    # Each edge value is accepted and, used by the detector and the cap, means what it says.
     cfg = SamplingConfig(max_frames=1, scene_threshold=1.0, min_scene_gap_s=0.0)
-    assert (cfg.max_frames, cfg.scene_threshold, cfg.min_scene_gap_s) == (1, 1.0, 0.0)
+    blue = (40, 80, 210)  # red -> blue scores 0.5; blue <-> white 1.0 (disjoint histograms)
+    candidates, _ = run_detector([(RED, 50), (blue, 50), (WHITE, 8), (blue, 42)], cfg)
+    # scene_threshold 1.0: only a complete change is a cut (not red -> blue at 2 s); min_scene_gap_s
+    # 0: both edges of the 0.32 s white flash are cuts.
+    assert [(c.reason, c.timestamp_s) for c in candidates] == [("first", 0.0), ("scene", 4.2), ("scene", 4.48)]
+    assert all(c.score == 1.0 for c in candidates[1:])
+    assert select_keyframes(candidates, cfg.max_frames) == candidates[:1]  # max_frames 1: the first alone
 
 
 # --- hue-only cuts ----------------------------------------------------------------------------

@@ -224,7 +224,12 @@ def test_mixed_type_column_keeps_non_string_values_as_text():
 def test_string_in_list_column_is_not_split_into_characters():
     passthrough = schema_of(genres=pa.list_(pa.string()))
     out = record_to_request({"uri": "a.mp4", "genres": "drama"}, 0, passthrough, "m:1")
-    assert dict(out.extra)["genres"] in (None, ["drama"])
+    # Not ['d', 'r', 'a', ...]: a string where a list belongs is a null with a note saying why.
+    assert dict(out.extra)["genres"] is None
+    assert [(n.stage, n.error_type) for n in out.notes] == [("manifest", "BadField")]
+    assert "genres" in out.notes[0].message and "drama" in out.notes[0].message
+    ok = record_to_request({"uri": "a.mp4", "genres": ["drama", "war"]}, 0, passthrough, "m:2")
+    assert dict(ok.extra)["genres"] == ["drama", "war"] and ok.notes == ()
 
 
 def test_fractional_value_in_int_column_is_not_truncated():
@@ -235,12 +240,16 @@ def test_fractional_value_in_int_column_is_not_truncated():
 
 
 def test_renamed_collision_does_not_duplicate_existing_field():
-    rows = [{"uri": "a.mp4", "fps": 25, "manifest_fps": 30}]
-    try:
-        passthrough = infer_passthrough_schema("jsonl", rows)
-    except ManifestError:
-        return  # refusing the manifest is an acceptable answer too
-    assert len(set(passthrough.names)) == len(passthrough.names)
+    # `fps` is a vmm column, so the manifest's `fps` becomes `manifest_fps` -- which the manifest
+    # also has: two columns of one name would make the videos table unwritable. Refused, named.
+    parquet = pa.schema([("uri", pa.string()), ("fps", pa.int64()), ("manifest_fps", pa.int64())])
+    for kind, header in (("jsonl", [{"uri": "a.mp4", "fps": 25, "manifest_fps": 30}]),
+                         ("csv", ["uri", "fps", "manifest_fps"]), ("parquet", parquet)):
+        with pytest.raises(ManifestError, match=r"collide.*\['manifest_fps'\]"):
+            infer_passthrough_schema(kind, header)
+    # Without the clash the rename happens and every name is unique.
+    passthrough = infer_passthrough_schema("jsonl", [{"uri": "a.mp4", "fps": 25, "fps_source": "cam"}])
+    assert passthrough.names == ["fps_source", "manifest_fps"]
 
 
 # --- infer_passthrough_schema ----------------------------------------------------------------
@@ -503,40 +512,56 @@ def fp16_embeddings(n, dim, seed):
     return values, arr
 
 
+def _write_with_vmm(folder, table: str, schema: pa.Schema, rows: list[dict]) -> str:
+    """Writes `rows` the way a run does (WriteForwardIndex: Beam's Parquet sink with vmm's schema),
+    returns the one shard it wrote."""
+    import glob
+
+    import apache_beam as beam
+
+    from transforms.write import WriteForwardIndex
+
+    with beam.Pipeline() as p:
+        _ = {table: p | beam.Create(rows, reshuffle=False)} | WriteForwardIndex(str(folder), {table: schema})
+    files = glob.glob(str(folder / table / "part-*.parquet"))
+    assert len(files) == 1, files
+    return files[0]
+
+
 def test_metadata_round_trip_through_parquet(tmp_path):
-    meta = file_metadata(clip_model="ViT-B-32", clip_weights="laion2b_s34b_b79k")
+    meta = file_metadata(clip_model="ViT-B-32", clip_weights="laion2b_s34b_b79k",
+                         extra={"vmm.codebook_id": "c0ffee"})
     schema = with_metadata(frames_schema(4), meta)
-    table = pa.Table.from_pylist(
-        [{"video_id": "v", "frame_index": 0, "timestamp_s": 0.0, "reason": "first"}], schema=schema
-    )
-    path = tmp_path / "frames.parquet"
-    pq.write_table(table, path)
+    rows = [{"video_id": "v", "frame_index": 0, "timestamp_s": 0.0, "reason": "first", "token": 7,
+             "patch_tokens": np.array([1, 2], np.int16), "ocr": []}]
+    path = _write_with_vmm(tmp_path, "frames", schema, rows)
+    # The sink must keep every key on the file (a reader tells two indexes apart by them).
     stored = pq.read_metadata(path).metadata
     for key, value in meta.items():
-        assert stored[key.encode()] == value.encode()
-    assert pq.read_schema(path).metadata[b"vmm.clip_weights"] == b"laion2b_s34b_b79k"
+        assert stored[key.encode()] == value.encode(), key
+    assert pq.read_schema(path).metadata[b"vmm.codebook_id"] == b"c0ffee"
+    assert pq.read_metadata(path).row_group(0).column(0).compression == "ZSTD"
 
 
 def test_frames_round_trip_with_float16_embeddings(tmp_path):
+    from schemas.elements import OcrItem
+    from transforms.assemble import ocr_item_row
+
     dim = 8
-    values, emb = fp16_embeddings(3, dim, seed=0)
+    values, _ = fp16_embeddings(3, dim, seed=0)
     schema = with_metadata(frames_schema(dim, "float16", store_embeddings=True), file_metadata(clip_model="m", clip_weights="w"))
-    table = pa.Table.from_arrays(
-        [
-            pa.array(["v1", "v1", "v2"]),
-            pa.array([0, 40, 0], pa.int32()),
-            pa.array([0.0, 1.6, 0.0]),
-            pa.array(["first", "scene", "first"]),
-            pa.array([3, 3, 17], pa.int16()),
-            pa.array([[1, 2], None, [0, 5]], pa.list_(pa.int16())),
-            pa.array([[{"text": "VMM TV", "score": 0.9, "box": [0, 0, 8, 0, 8, 4, 0, 4], "domain": "overlay"}], [], None],
-                     schema.field("ocr").type),
-            emb,
-        ],
-        schema=schema,
-    )
-    path = tmp_path / "frames.parquet"
-    pq.write_table(table, path)
+    logo = OcrItem("VMM TV", 0.9, np.array([0, 0, 8, 0, 8, 4, 0, 4], np.float32), "overlay")
+    # Rows as AssembleRows yields them: numpy arrays for tokens, boxes and embeddings; a text frame
+    # has no tokens; [] is "read, no text", None "OCR off or failed".
+    rows = [
+        {"video_id": "v1", "frame_index": 0, "timestamp_s": 0.0, "reason": "first", "token": 3,
+         "patch_tokens": np.array([1, 2], np.int16), "ocr": [ocr_item_row(logo)], "embedding": values[0]},
+        {"video_id": "v1", "frame_index": 40, "timestamp_s": 1.6, "reason": "text", "token": None,
+         "patch_tokens": None, "ocr": [], "embedding": values[1]},
+        {"video_id": "v2", "frame_index": 0, "timestamp_s": 0.0, "reason": "first", "token": 17,
+         "patch_tokens": np.array([0, 5], np.int16), "ocr": None, "embedding": values[2]},
+    ]
+    path = _write_with_vmm(tmp_path, "frames", schema, rows)
     back = pq.read_table(path)
     # Parquet names a list's child `element` on the way back, so nested field names are not compared.
     assert back.schema.equals(schema)
@@ -544,40 +569,55 @@ def test_frames_round_trip_with_float16_embeddings(tmp_path):
     emb_type = back.schema.field("embedding").type
     assert pa.types.is_fixed_size_list(emb_type)
     assert (emb_type.value_type, emb_type.list_size) == (pa.float16(), dim)
-    assert back.equals(table)
-    got = np.asarray(back.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)).reshape(3, dim)
+    out = sorted(back.to_pylist(), key=lambda r: (r["video_id"], r["frame_index"]))
+    assert [(r["video_id"], r["frame_index"], r["reason"], r["token"]) for r in out] == [
+        ("v1", 0, "first", 3), ("v1", 40, "text", None), ("v2", 0, "first", 17)]
+    assert [r["patch_tokens"] for r in out] == [[1, 2], None, [0, 5]]
+    assert [r["ocr"] is None for r in out] == [False, False, True] and out[1]["ocr"] == []
+    assert out[0]["ocr"][0]["text"] == "VMM TV" and out[0]["ocr"][0]["domain"] == "overlay"
+    assert out[0]["ocr"][0]["box"] == [0, 0, 8, 0, 8, 4, 0, 4]
+    got = np.array([r["embedding"] for r in out], dtype=np.float16)
     assert got.dtype == np.float16
     np.testing.assert_array_equal(got, values)
 
 
 def test_videos_round_trip_with_passthrough_and_stage_errors(tmp_path):
+    from models.pooling import pool_video_embedding
+    from schemas.elements import KeyframeMeta, VideoInfo, VideoOcr
+    from transforms.assemble import AssembleConfig, video_row
+
     dim = 4
-    passthrough = infer_passthrough_schema("jsonl", [{"uri": "a", "lang": "en", "fps": 30}])
-    schema = videos_schema(dim, "float16", passthrough)
-    values, _ = fp16_embeddings(2, dim, seed=1)
-    rows = [
-        {
-            "video_id": "v1", "uri": "/a.mp4", "title": "A", "tags": ["x"], "lang": "en", "manifest_fps": 30,
-            "duration_s": 12.5, "fps": 25.0, "width": 640, "height": 360, "video_codec": "h264",
-            "has_audio": True, "num_keyframes": 4, "embedding": values[0], "topic_coherence": 0.75,
-            "title_visual_similarity": 0.25,
-            "stage_errors": [{"stage": "manifest", "error_type": "BadField", "message": "views: 'x'"}],
-        },
-        {
-            "video_id": "v2", "uri": "/b.mp4", "title": None, "tags": None, "lang": None, "manifest_fps": None,
-            "duration_s": None, "fps": None, "width": 320, "height": 240, "video_codec": "vp9",
-            "has_audio": False, "num_keyframes": 1, "embedding": values[1], "topic_coherence": None,
-            "title_visual_similarity": None, "stage_errors": [],
-        },
+    records = [{"uri": "/a.mp4", "video_id": "v1", "title": "A", "tags": ["x"], "lang": "en", "fps": 30, "views": "x"},
+               {"uri": "/b.mp4", "video_id": "v2", "views": 5}]
+    # Types come from the first rows; a later row whose value does not fit is a null and a note.
+    passthrough = infer_passthrough_schema("jsonl", [{**records[0], "views": 1}, records[1]])
+    assert passthrough.names == ["lang", "manifest_fps", "views"] and passthrough.field("views").type == pa.int64()
+    requests = [record_to_request(r, i, passthrough, f"m:{i}") for i, r in enumerate(records)]
+    frame_embs = [np.random.default_rng(i).standard_normal((k, dim)).astype(np.float32) for i, k in ((1, 3), (2, 1))]
+    infos = [
+        VideoInfo(requests[0], 12.5, 25.0, 640, 360, "h264", True,
+                  tuple(KeyframeMeta(i, i * 2.0, "scene") for i in range(3)), 300,
+                  notes=(StageError("asr", "AudioDecodeError", "bad audio"),)),
+        VideoInfo(requests[1], None, None, 320, 240, "vp9", False, (KeyframeMeta(0, 0.0, "first"),), 1),
     ]
-    table = pa.Table.from_pylist(rows, schema=schema)
-    path = tmp_path / "videos.parquet"
-    pq.write_table(table, path)
+    ocr = VideoOcr(((0, ()),), ("a subtitle",), ("VMM TV",), (), 1, 0)
+    config = AssembleConfig(passthrough_columns=tuple(passthrough.names))
+    rows = [video_row(infos[0], frame_embs[0], None, config, ocr), video_row(infos[1], frame_embs[1], None, config)]
+    schema = videos_schema(dim, "float16", passthrough)
+    path = _write_with_vmm(tmp_path, "videos", schema, rows)
     back = pq.read_table(path)
     assert back.schema.equals(schema)
-    assert back.equals(table)
-    out = back.to_pylist()
+    out = sorted(back.to_pylist(), key=lambda r: r["video_id"])
     assert [r["video_id"] for r in out] == ["v1", "v2"]
-    assert out[0]["stage_errors"] == rows[0]["stage_errors"]
-    assert out[1]["manifest_fps"] is None
-    np.testing.assert_array_equal(np.array(out[1]["embedding"], dtype=np.float16), values[1])
+    assert (out[0]["lang"], out[0]["manifest_fps"], out[0]["views"]) == ("en", 30, None)
+    assert (out[1]["lang"], out[1]["manifest_fps"], out[1]["views"]) == (None, None, 5)
+    # v1 keeps the manifest's note (views: 'x' is no int) and the decoder's, in that order.
+    assert [(e["stage"], e["error_type"]) for e in out[0]["stage_errors"]] == [
+        ("manifest", "BadField"), ("asr", "AudioDecodeError")]
+    assert out[1]["stage_errors"] == []
+    assert (out[0]["ocr_subtitle_text"], out[0]["ocr_overlay_text"], out[0]["ocr_scene_text"]) == ("a subtitle", "VMM TV", None)
+    assert out[1]["ocr_subtitle_text"] is None and out[1]["topic_coherence"] is None  # one keyframe
+    assert out[0]["num_keyframes"] == 3 and out[0]["duration_s"] == 12.5 and out[1]["fps"] is None
+    for r, embs in zip(out, frame_embs):
+        np.testing.assert_array_equal(np.array(r["embedding"], dtype=np.float16),
+                                      pool_video_embedding(embs).astype(np.float16))

@@ -6,15 +6,13 @@ import os
 import shutil
 import subprocess
 
-import pytest
-
-from tests.conftest import REPO
+from tests.conftest import REPO, missing_prerequisite
 
 
 def _flags_passed(tmp_path, *args: str) -> list[str]:
     """The arguments run_local.sh hands to `vmm extract`, through a stand-in venv whose `vmm` echoes them."""
     if shutil.which("bash") is None:
-        pytest.skip("needs bash")
+        missing_prerequisite("run_local.sh needs bash")
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     vmm = venv / "bin" / "vmm"

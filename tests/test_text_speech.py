@@ -9,6 +9,7 @@ import re
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from models.decode import DecodeConfig, decode_keyframes
@@ -219,9 +220,22 @@ def test_stage_errors_land_on_the_video_row():
     asr = VideoAsr(None, StageError("asr", "RuntimeError", "whisper died"))
     emb = np.eye(1, 8, dtype=np.float32)
     row = video_row(info, emb, None, AssembleConfig(), ocr, asr)
-    assert [e["stage"] for e in row["stage_errors"]] == ["asr", "ocr", "asr"]
-    assert row["asr_text"] is None and row["ocr_subtitle_text"] is None
-    assert row["video_id"] == "v" and row["embedding"] is not None
+    # Every partial failure is on the row, whole and in order: the decoder's, OCR's, ASR's.
+    assert row["stage_errors"] == [
+        {"stage": "asr", "error_type": "AudioDecodeError", "message": "bad"},
+        {"stage": "ocr", "error_type": "RuntimeError", "message": "frame 0: x"},
+        {"stage": "asr", "error_type": "RuntimeError", "message": "whisper died"},
+    ]
+    # A failed stage's columns are null (not empty text); the video keeps its real features.
+    assert row["asr_text"] is None and row["asr_language"] is None
+    assert (row["ocr_subtitle_text"], row["ocr_overlay_text"], row["ocr_scene_text"]) == (None, None, None)
+    np.testing.assert_array_equal(row["embedding"], emb[0].astype(np.float16))
+    assert row["num_keyframes"] == 1 and row["has_audio"] is True
+    # The row fits the table it goes to.
+    from schemas.forward_index import videos_schema
+
+    written = pa.Table.from_pylist([row], schema=videos_schema(8)).to_pylist()[0]
+    assert written["stage_errors"] == row["stage_errors"]
 
 
 @pytest.fixture(scope="module")

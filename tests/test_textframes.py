@@ -108,8 +108,20 @@ def test_config_rejects_out_of_range(kwargs):
 
 
 def test_config_accepts_boundaries():
+    # Each boundary is accepted and, used by the detector and the read plan, means what it says.
     cfg = TextSamplingConfig(cell_change=1.0, reuse_change=1.0, max_text_frames=0, stable_ticks=1)
-    assert cfg.max_text_frames == 0
+    wider = dict(LINE_A, x1=LINE_A["x1"] + 40)  # A plus a cell of its own
+    frames = [blank()] * 2 + [frame_with(LINE_A)] * 3 + [frame_with(wider)] * 3 + [frame_with(LINE_B)] * 3
+    # stable_ticks 1: a line is caught on the first tick it shows. cell_change 1.0: only a cell whose
+    # edges are all new counts -- B, over cells where some of A's edges were, is not caught (it is
+    # at the default).
+    assert run_ticks(frames, cfg) == [2, 5]
+    assert run_ticks(frames, TextSamplingConfig(stable_ticks=1)) == [2, 5, 8]
+    # reuse_change 1.0: a frame reuses the last read unless some cell changed completely.
+    moved = [edges_of(frame_with(LINE_A)), edges_of(frame_with(dict(LINE_A, y0=150))), edges_of(frame_with(LINE_B))]
+    assert plan_reads(moved, cfg) == [0, 0, 2]
+    assert plan_reads(moved, TextSamplingConfig()) == [0, 1, 2]
+    assert cfg.text_frame_cap(3600) == 0  # max_text_frames 0: no text frames at any length
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.min_line_s = 2.0  # frozen: a config cannot drift after validation
 
