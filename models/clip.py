@@ -17,6 +17,7 @@ Weights (`pretrained`) are one of:
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import importlib.util
@@ -251,6 +252,7 @@ class ClipEncoder:
         self.model = None
         self.preprocess = None
         self.tokenizer = None
+        self._tower_with_tokens = None
         self.device = "cpu"
         self.weights_id = weights_id(config) if not config.is_file else None
 
@@ -302,6 +304,15 @@ class ClipEncoder:
             resize_mode=pre_cfg.get("resize_mode", visual_pre.get("resize_mode")),
         )
         self.tokenizer = open_clip.get_tokenizer(cfg.model_name)
+        visual = model.visual
+        if hasattr(visual, "output_tokens") and getattr(visual, "proj", None) is not None:
+            # A second view of the vision tower that also returns its patch tokens: a shallow copy
+            # shares every parameter and submodule but owns its `output_tokens` attribute. It is
+            # made here, before any thread sees the encoder, and never changed afterwards, so no
+            # call mutates state that a concurrent call reads (see docs/DESIGN.md, "Threads").
+            tower = copy.copy(visual)
+            tower.output_tokens = True
+            self._tower_with_tokens = tower
         self.model = model
         logger.info(
             "loaded CLIP %s from %s on %s in %.1fs (torch %s, %d threads)",
@@ -341,10 +352,9 @@ class ClipEncoder:
     def patch_grid(self) -> tuple[int, int] | None:
         """(H, W) of the vision tower's patch tokens, or None when the tower has none (CNNs)."""
         self._require_loaded()
-        visual = self.model.visual
-        if not hasattr(visual, "output_tokens") or getattr(visual, "proj", None) is None:
+        if self._tower_with_tokens is None:
             return None
-        grid = getattr(visual, "grid_size", None)
+        grid = getattr(self._tower_with_tokens, "grid_size", None)
         return (int(grid[0]), int(grid[1])) if grid is not None else None
 
     def encode_images_and_patches(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -359,16 +369,11 @@ class ClipEncoder:
         grid = self.patch_grid()
         if grid is None:
             raise ValueError(f"{self.config.model_name} has no patch tokens (not a vision transformer)")
-        visual = self.model.visual
+        tower = self._tower_with_tokens
         batch = self.preprocess_images(images).to(self.device)
-        previous = visual.output_tokens
-        visual.output_tokens = True
-        try:
-            with torch.no_grad():
-                pooled, tokens = visual(batch)
-                patches = tokens @ visual.proj
-        finally:
-            visual.output_tokens = previous
+        with torch.no_grad():
+            pooled, tokens = tower(batch)
+            patches = tokens @ tower.proj
         pooled = torch.nn.functional.normalize(pooled, dim=-1)
         patches = torch.nn.functional.normalize(patches, dim=-1)
         return pooled.float().cpu().numpy(), patches.float().cpu().numpy()

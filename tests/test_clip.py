@@ -160,3 +160,46 @@ def test_handler_loads_clip_on_first_use(tmp_path):
     model = handler.load_model()  # would raise if it loaded: the checkpoint does not exist
     with pytest.raises(Exception, match="not-yet"):
         model.encode_images(_frames(1, seed=1))
+
+
+def test_shared_encoder_is_safe_across_threads(tiny_checkpoint):
+    """One ClipEncoder shared by worker threads (DirectRunner multi_threading): frame-only and
+    frame+patch calls interleaved from 8 threads for many rounds give exactly the single-threaded
+    results. A flag flipped on the shared vision tower during a call made this fail (a thread saw
+    a tuple where it expected a tensor, or the reverse)."""
+    import threading
+
+    enc = clip.ClipEncoder(clip.ClipConfig(TINY_MODEL, tiny_checkpoint)).load()
+    batches = [_frames(3, seed=s) for s in range(4)]
+    want_pooled = [enc.encode_images(b) for b in batches]
+    want_both = [enc.encode_images_and_patches(b) for b in batches]
+    for pooled, (both_pooled, patches) in zip(want_pooled, want_both):
+        np.testing.assert_allclose(both_pooled, pooled, atol=1e-5)
+        assert patches.shape == (3, 16, 64) and np.abs(patches).sum() > 0
+    failures: list[str] = []
+    start = threading.Barrier(8)
+
+    def work(worker: int) -> None:
+        start.wait()
+        for round_ in range(60):
+            i = (worker + round_) % len(batches)
+            try:
+                if (worker + round_) % 2:
+                    got = enc.encode_images(batches[i])
+                    np.testing.assert_array_equal(got, want_pooled[i])
+                else:
+                    pooled, patches = enc.encode_images_and_patches(batches[i])
+                    np.testing.assert_array_equal(pooled, want_both[i][0])
+                    np.testing.assert_array_equal(patches, want_both[i][1])
+            except Exception as e:  # noqa: BLE001 — collected and reported below
+                failures.append(f"worker {worker} round {round_}: {type(e).__name__}: {e}"[:300])
+                return
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]
+    # Nothing on the shared model was left changed by the calls.
+    assert enc.model.visual.output_tokens is False
