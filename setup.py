@@ -39,9 +39,10 @@ setup(
     ],
     extras_require={
         # Tests build a Dataflow job offline, so they need the GCP runner too.
-        "test": ["pytest>=8", "pandas>=2", "duckdb>=1.0", "polars>=1.0", "jiwer>=3", "apache-beam[gcp]"],
-        # Cluster runners and object stores: Dataflow + gs://, or s3://.
-        "gcp": ["apache-beam[gcp]"],
+        "test": ["pytest>=8", "pandas>=2", "duckdb>=1.0", "polars>=1.0", "jiwer>=3", "apache-beam[gcp]", "build>=1.0"],
+        # Cluster runners and object stores: Dataflow + gs://, or s3://. Beam packs --setup_file with
+        # `python -m build` (without it: "No module named build", then a deprecated setup.py call).
+        "gcp": ["apache-beam[gcp]", "build>=1.0"],
         "aws": ["apache-beam[aws]"],
         # Optional second OCR engine (downloads its models on first use; not needed offline).
         "paddleocr": ["paddleocr>=2.7", "paddlepaddle>=2.5"],

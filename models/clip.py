@@ -19,17 +19,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
 import importlib.util
 import json
 import logging
 import os
-import socket
 import threading
 import time
 import urllib.parse
 
 import numpy as np
+
+from models.errors import ModelUnavailable
+from models.hub import file_sha256, hub_reachable, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ _RANDOM_INIT_SEED = 0
 _HF_FILENAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(ModelUnavailable):
     """The requested CLIP weights cannot be had here. The message says how to pass local weights."""
 
 
@@ -50,7 +51,25 @@ def _open_clip():
 
     # Registering twice is harmless: open_clip keys configs by file name.
     open_clip.add_model_config(_CONFIG_DIR)
+    _quiet_random_init_warning()
     return open_clip
+
+
+class _NotOpenClipRandomInit(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded ... initialized randomly": vmm builds every
+    model with `pretrained=None` and then loads the checkpoint itself (ClipEncoder.load), so the line
+    is wrong for a checkpoint; random weights (`none`) get vmm's own warning instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "root" and str(record.msg).startswith("No pretrained weights loaded for model"))
+
+
+_RANDOM_INIT_FILTER = _NotOpenClipRandomInit()
+
+
+def _quiet_random_init_warning() -> None:
+    # open_clip logs through the root logger; adding the same filter object twice is a no-op.
+    logging.getLogger().addFilter(_RANDOM_INIT_FILTER)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,14 +128,6 @@ def has_patch_tokens(model_name: str) -> bool:
     return "patch_size" in vision and not vision.get("timm_model_name")
 
 
-def _file_digest(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _cached_tag_file(model_name: str, tag: str) -> str | None:
     """The local file holding a pretrained tag's weights, if it was downloaded before."""
     cfg = _open_clip().get_pretrained_cfg(model_name, tag)
@@ -143,25 +154,12 @@ def _cached_tag_file(model_name: str, tag: str) -> str | None:
     return None
 
 
-def _hub_reachable(timeout_s: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parsed = urllib.parse.urlparse(endpoint)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
 def weights_id(config: ClipConfig) -> str:
     """What goes into `vmm.clip_weights`: the tag, `none`, or a checkpoint's file name and hash."""
     if config.is_random:
         return NO_WEIGHTS
     if config.is_file:
-        digest = _file_digest(config.pretrained)[:16]
+        digest = file_sha256(config.pretrained)[:16]
         return f"file:{os.path.basename(config.pretrained)}:sha256:{digest}"
     return config.pretrained
 
@@ -195,7 +193,7 @@ def check_weights(config: ClipConfig) -> str:
             f"{config.pretrained!r} is neither a file nor an open_clip pretrained tag of "
             f"{config.model_name} (tags: {', '.join(tags) or 'none'}). {how}"
         )
-    if _cached_tag_file(config.model_name, config.pretrained) is None and not _hub_reachable():
+    if _cached_tag_file(config.model_name, config.pretrained) is None and not hub_reachable():
         raise WeightsUnavailable(
             f"CLIP weights {config.model_name}/{config.pretrained} are not in the local cache and the "
             f"model hub cannot be reached from here. {how}"
@@ -230,18 +228,6 @@ def _initialisation_skipped():
 
 def _leave_as_is(tensor, *args, **kwargs):
     return tensor
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device} was asked for but CUDA is not available on this worker")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"device must be cpu, cuda[:N] or auto, got {device!r}")
-    return device
 
 
 class ClipEncoder:
@@ -290,7 +276,7 @@ class ClipEncoder:
             load_checkpoint(model, path, weights_only=True, strict=True)
             source = path
             if cfg.is_file:
-                self.weights_id = f"file:{os.path.basename(path)}:sha256:{_file_digest(path)[:16]}"
+                self.weights_id = f"file:{os.path.basename(path)}:sha256:{file_sha256(path)[:16]}"
             else:
                 self.weights_id = cfg.pretrained
         model.eval().to(self.device)

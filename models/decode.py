@@ -187,7 +187,7 @@ def decode_parts(source: str | BinaryIO, config: DecodeConfig = DecodeConfig()) 
 
 def _open_video(source: str | BinaryIO, config: DecodeConfig):
     """The container and its default video stream, or DecodeError for what is no video at all."""
-    container = open_container(source, DecodeError, "DecodeError", "a video container")
+    container = open_container(source, DecodeError, "DecodeError", "a video container", not_media_type="NotAMediaFile")
     try:
         if not container.streams.video:
             raise DecodeError("NoVideoStream", "the file has no video stream")

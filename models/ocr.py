@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import hashlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -30,6 +29,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from models.errors import ModelUnavailable
+from models.hub import file_sha256
+
 logger = logging.getLogger(__name__)
 
 ENGINES = ("rapidocr", "paddleocr")
@@ -38,7 +40,7 @@ ENGINES = ("rapidocr", "paddleocr")
 DEFAULT_TEXT_MAX_SIDE = 960
 
 
-class OcrUnavailable(RuntimeError):
+class OcrUnavailable(ModelUnavailable):
     """The chosen OCR engine or its models cannot be had here. The message says what is missing."""
 
 
@@ -170,14 +172,6 @@ def _rgb_to_bgr(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
-def _file_sha12(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
-
-
 def _to_line(box, text, score) -> OcrLine | None:
     text = str(text).strip()
     if not text:  # a detected region whose recognition came back empty carries no content
@@ -293,7 +287,7 @@ class RapidOcrEngine(OcrEngine):
         self._ocr = RapidOCR(**kwargs)
 
         used = ("det", "rec", "cls") if self.config.use_cls else ("det", "rec")
-        files = ",".join(f"{part}={os.path.basename(models[part])}@{_file_sha12(models[part])}" for part in used)
+        files = ",".join(f"{part}={os.path.basename(models[part])}@{file_sha256(models[part])[:12]}" for part in used)
         return f"{self._PACKAGE}=={importlib.metadata.version(self._PACKAGE)}:{files}:det_max_side={self.config.det_max_side}"
 
     def _read(self, bgr: np.ndarray) -> list[OcrLine]:
@@ -386,7 +380,7 @@ class PaddleOcrEngine(OcrEngine):
             raise OcrUnavailable(f"paddleocr {version} is installed but does not import: {e}") from e
 
         ids = ",".join(
-            f"{part}={os.path.basename(path.rstrip(os.sep))}@{_file_sha12(os.path.join(path, 'inference.pdiparams'))}"
+            f"{part}={os.path.basename(path.rstrip(os.sep))}@{file_sha256(os.path.join(path, 'inference.pdiparams'))[:12]}"
             for part, path in models.items()
         )
         return f"paddleocr=={version}:{ids}"

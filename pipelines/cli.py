@@ -4,63 +4,50 @@
     vmm train-codebook --input videos.jsonl --output dict/ --k 8192 --level frame
     vmm make-sample --output sample/
     vmm check-weights [--clip-model M] [--clip-pretrained P]
+
+A command is one line of `COMMANDS` plus a module with `add_arguments(parser)` and
+`execute(args, options)`; `pipelines.options` gives every command the same --help, refusal of
+unknown arguments and one-line errors (its module doc says how to add one).
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 
-USAGE = """usage: vmm COMMAND [ARGS]
+from pipelines.options import Command, run_command, setup_logging
 
-commands:
-  extract         videos -> forward index (python -m pipelines.extract)
-  train-codebook  learn a visual dictionary (python -m pipelines.train_codebook)
-  make-sample     generate the sample videos and manifest (python -m pipelines.make_sample)
-  check-weights   say whether CLIP weights can be had here (exit 0) or not (exit 1, with why)
-"""
+COMMANDS = {c.name: c for c in (
+    Command("extract", "pipelines.extract", "videos -> forward index (also: python -m pipelines.extract)"),
+    Command("train-codebook", "pipelines.train_codebook",
+            "learn a visual dictionary from videos or an index (also: python -m pipelines.train_codebook)"),
+    Command("make-sample", "pipelines.make_sample", "generate the sample videos and their manifest", beam=False),
+    Command("check-weights", "pipelines.check_weights",
+            "say whether CLIP weights can be had here (exit 0) or not (exit 1, with why)", beam=False),
+)}
 
 
-def check_weights(argv: list[str]) -> int:
-    from models import clip
-
-    parser = argparse.ArgumentParser(prog="vmm check-weights")
-    parser.add_argument("--clip-model", default=clip.DEFAULT_MODEL)
-    parser.add_argument("--clip-pretrained", default=clip.DEFAULT_PRETRAINED)
-    args = parser.parse_args(argv)
-    try:
-        weights = clip.check_weights(clip.ClipConfig(args.clip_model, args.clip_pretrained))
-    except (clip.WeightsUnavailable, ValueError) as e:
-        print(str(e))
-        return 1
-    print(f"CLIP {args.clip_model} weights available: {weights}")
-    return 0
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [f"  {c.name:<{width}}  {c.summary}" for c in COMMANDS.values()]
+    return ("usage: vmm COMMAND [ARGS]   (vmm COMMAND --help lists its flags)\n\ncommands:\n"
+            + "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(usage())
         return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command == "extract":
-        from pipelines import extract
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        import difflib
 
-        return extract.main(rest)
-    if command == "train-codebook":
-        from pipelines import train_codebook
-
-        return train_codebook.main(rest)
-    if command == "make-sample":
-        from pipelines import make_sample
-
-        return make_sample.main(rest)
-    if command == "check-weights":
-        logging.basicConfig(level=logging.ERROR)
-        return check_weights(rest)
-    print(f"vmm: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-    return 2
+        near = difflib.get_close_matches(argv[0], list(COMMANDS), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        print(f"vmm: unknown command {argv[0]!r}{hint}\n\n{usage()}", file=sys.stderr)
+        return 2
+    setup_logging()
+    return run_command(command, argv[1:])
 
 
 def console() -> None:

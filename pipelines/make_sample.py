@@ -29,7 +29,6 @@ CLI: ``python -m pipelines.make_sample --output DIR [--num-videos N] [--seed S]`
 
 from __future__ import annotations
 
-import argparse
 import functools
 import io
 import json
@@ -603,18 +602,22 @@ def make_sample(output_dir: str, num_videos: int = 3, seed: int = 0) -> str:
     return manifest_path
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", required=True, help="directory for the videos and manifest")
-    parser.add_argument("--num-videos", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+def add_arguments(parser) -> None:
+    parser.add_argument("--output", required=True, help="directory for the videos and manifest (required)")
+    parser.add_argument("--num-videos", type=int, default=3, help="how many videos")
+    parser.add_argument("--seed", type=int, default=0, help="everything is a function of the seed and the index")
+
+
+def execute(args, options=None) -> int:
+    from pipelines.options import UsageError
+
     if args.num_videos < 1:
-        parser.error("--num-videos must be >= 1")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        raise UsageError(f"--num-videos must be >= 1, got {args.num_videos}")
     print(make_sample(args.output, num_videos=args.num_videos, seed=args.seed))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pipelines.options import main_of
+
+    raise SystemExit(main_of("make-sample")())

@@ -24,6 +24,7 @@ import re
 import time
 import uuid
 
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from schemas import forward_index as fi
@@ -115,12 +116,26 @@ def _ensure_dir(path: str) -> None:
             pass  # made meanwhile, or a store without directories
 
 
+def num_rows(path: str) -> int:
+    """Rows of a Parquet file, from its footer."""
+    with FileSystems.open(path) as f:
+        return pq.ParquetFile(f).metadata.num_rows
+
+
 def commit_run(output: str, run_id: str) -> list[str]:
-    """Moves a finished run's shards into place, then writes its marker. Returns the new paths."""
+    """Moves a finished run's shards into place, then writes its marker. Returns the new paths.
+
+    An empty shard is committed only where its table would otherwise have no file at all (every
+    table stays readable, with its schema); a resumed run that found nothing new adds no files."""
     stage = staging_dir(output, run_id)
+    runs = committed_runs(output)
     sources, targets = [], []
     for table in fi.TABLES:
-        for path in _match(FileSystems.join(stage, table, "*.parquet")):
+        staged = _match(FileSystems.join(stage, table, "*.parquet"))
+        keep = [path for path in staged if num_rows(path) > 0]
+        if not keep and not table_files(output, table, runs):
+            keep = staged[:1]
+        for path in keep:
             # Staged as part-SSSSS-of-NNNNN.parquet; committed with the run id in the name.
             name = posixpath.basename(path)
             sources.append(path)
@@ -135,9 +150,15 @@ def commit_run(output: str, run_id: str) -> list[str]:
     with FileSystems.create(tmp) as f:
         f.write(json.dumps({"run_id": run_id, "files": targets}, indent=1).encode("utf-8"))
     FileSystems.rename([tmp], [marker])
-    leftovers = _match(FileSystems.join(stage, "**"))
+    leftovers = _match(FileSystems.join(stage, "**"))  # empty shards not committed, Beam's temp files
     if leftovers:
         FileSystems.delete(leftovers)
-    if FileSystems.exists(stage):
-        FileSystems.delete([stage])  # the emptied local directories
+    _delete_dirs([stage, FileSystems.join(output, STAGING_DIR)])
     return targets
+
+
+def _delete_dirs(paths: list[str]) -> None:
+    """Deletes each directory that exists and holds nothing (object stores have none to delete)."""
+    for path in paths:
+        if FileSystems.exists(path) and not _match(FileSystems.join(path, "**")):
+            FileSystems.delete([path])

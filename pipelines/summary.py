@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import posixpath
 import time
 
 import pyarrow.parquet as pq
@@ -16,7 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
 from models.version import __version__
-from pipelines.output import table_files
+from pipelines.output import num_rows, table_files
 from schemas import forward_index as fi
 
 logger = logging.getLogger(__name__)
@@ -29,13 +30,8 @@ def _read_column(path: str, column: str):
         return pq.read_table(f, columns=[column]).column(column).to_pylist()
 
 
-def _num_rows(path: str) -> int:
-    with FileSystems.open(path) as f:
-        return pq.ParquetFile(f).metadata.num_rows
-
-
 def count_outputs(output: str) -> dict:
-    counts = {table: sum(_num_rows(p) for p in table_files(output, table)) for table in fi.TABLES}
+    counts = {table: sum(num_rows(p) for p in table_files(output, table)) for table in fi.TABLES}
     errors_by_type = collections.Counter()
     for path in table_files(output, "errors"):
         errors_by_type.update(_read_column(path, "error_type"))
@@ -70,9 +66,14 @@ def _metrics(result) -> tuple[dict, dict]:
     return counters, distributions
 
 
-def summarize(result, config, wall_time_s: float) -> dict:
+def summarize(result, config, wall_time_s: float, new_files: list[str] = ()) -> dict:
+    """`new_files`: what this run committed (pipelines.output.commit_run); the other counts are of
+    the whole index, earlier runs included."""
     counters, dists = _metrics(result)
     counts = count_outputs(config.output)
+    new = {table: 0 for table in fi.TABLES}
+    for path in new_files:
+        new[posixpath.basename(posixpath.dirname(path))] += num_rows(path)
     entries = counters.get("vmm.manifest_entries")
 
     def seconds(name: str, scale: float) -> float | None:
@@ -94,6 +95,7 @@ def summarize(result, config, wall_time_s: float) -> dict:
             "device": config.clip.device,
         },
         "counts": {"entries": entries, **counts},
+        "new": new,  # rows this run added
         "accounting_ok": entries is not None and entries == counts["videos"] + counts["errors"],
         "wall_time_s": round(wall_time_s, 3),
         # Summed over all workers: busy time of each stage, not elapsed time.
@@ -129,10 +131,14 @@ def write_summary(output: str, summary: dict) -> str:
 def format_summary(summary: dict) -> str:
     c = summary["counts"]
     m = summary["models"]
+    new = summary["new"]
+    already = (c["entries"] or 0) - new["videos"] - new["errors"]
     lines = [
         f"vmm {summary['vmm_version']}: {summary['input']} -> {summary['output']}",
         f"  entries {c['entries']}  videos {c['videos']}  frames {c['frames']}  errors {c['errors']}  "
         f"accounting {'OK' if summary['accounting_ok'] else 'MISMATCH'}",
+        f"  this run: {new['videos']} new videos, {new['errors']} new errors"
+        + (f" ({already} entries were already in the index)" if already > 0 else ""),
         f"  CLIP {m['clip_model']} weights={m['clip_weights']} dim={m['embedding_dim']} {m['embedding_dtype']}"
         + ("  (RANDOM WEIGHTS: embeddings carry no meaning)" if m["clip_random_weights"] else ""),
         f"  OCR {summary['ocr']['model'] or 'off'}: frames read {summary['ocr']['frames_read']}, "

@@ -20,37 +20,54 @@ import hashlib
 import json
 import logging
 import os
-import sys
 
 import apache_beam as beam
 import numpy as np
-import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import clip as clip_models
-from models.codebook import MAX_K, CodebookError, train_codebook
-from pipelines.extract import ExtractOptions, build_config, setup_logging
+from models.codebook import MAX_K, train_codebook
+from models.errors import CannotStart
+from pipelines.options import (
+    CLIP, DECODE, RUN, IndexSource, beam_flags, check, main_of, read_index, run_command, starting)
 from transforms.decode import DecodeVideos
 from transforms.embed import EmbedFrames
-from transforms.read_manifest import ReadManifest
+from transforms.read_manifest import ReadManifest, resolve_input
 
 logger = logging.getLogger(__name__)
 
 
+def add_arguments(parser) -> None:
+    """The flags of `vmm train-codebook` (see pipelines.options for the shared groups)."""
+    io = parser.add_argument_group("input and output")
+    io.add_argument("--input", help="videos (a manifest, directory or glob, as vmm extract takes), or a forward "
+                                    "index written with --store-frame-embeddings (no decoding, no CLIP; required)")
+    io.add_argument("--output", help="the dictionary directory to write (required)")
+    kmeans = parser.add_argument_group("dictionary")
+    kmeans.add_argument("--k", type=int, default=8192, help=f"dictionary entries (<= {MAX_K}: ids are int16)")
+    kmeans.add_argument("--level", default="frame", choices=["frame", "patch"],
+                        help="learn from frame embeddings or from the vision transformer's patch tokens")
+    kmeans.add_argument("--iterations", type=int, default=20, help="k-means iterations")
+    kmeans.add_argument("--seed", type=int, default=0, help="k-means seed")
+    kmeans.add_argument("--points-per-centroid", dest="points_per_centroid", type=int, default=256,
+                        help="training vectors sampled per entry (as faiss caps them)")
+    kmeans.add_argument("--min-points-per-centroid", dest="min_points_per_centroid", type=int, default=39,
+                        help="refuse to train with fewer vectors per entry than this")
+    kmeans.add_argument("--max-train-vectors", dest="max_train_vectors", type=int, default=1_000_000,
+                        help="training sample size at most")
+    CLIP.add_arguments(parser)
+    DECODE.add_arguments(parser)
+    RUN.add_arguments(parser)
+
+
 class TrainCodebookOptions(PipelineOptions):
-    """Flags of `vmm train-codebook`; --input, --output and the CLIP/decode flags are extract's."""
+    """`vmm train-codebook`'s flags for Beam's parser: `options.view_as(TrainCodebookOptions)`."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--k", type=int, default=8192, help="dictionary entries (<= 32767: ids are int16)")
-        parser.add_argument("--level", default="frame", choices=["frame", "patch"])
-        parser.add_argument("--iterations", type=int, default=20, help="k-means iterations")
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--points-per-centroid", dest="points_per_centroid", type=int, default=256,
-                            help="training vectors sampled per entry (faiss' own default cap)")
-        parser.add_argument("--min-points-per-centroid", dest="min_points_per_centroid", type=int, default=39,
-                            help="refuse to train with fewer vectors per entry than this")
-        parser.add_argument("--max-train-vectors", dest="max_train_vectors", type=int, default=1_000_000)
+        add_arguments(beam_flags(parser))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,99 +102,126 @@ def _index_vectors(row):
     yield sample_key(row["video_id"], row["frame_index"]), np.asarray(row["embedding"], np.float32)
 
 
+_SAMPLED = beam.metrics.Metrics.counter("vmm", "codebook_sample_vectors")
+_TRAINED = beam.metrics.Metrics.counter("vmm", "codebooks_trained")
+
+
 def _train(sampled, spec: TrainSpec):
-    """Runs once, on the whole sample: k-means, then the dictionary is written to spec.output."""
+    """Runs once, on the whole sample: k-means, then the dictionary is written to spec.output.
+
+    A sample too small for K x --min-points-per-centroid is not trained; the launcher reads its size
+    (the counter) and says which K the data supports (`refusal`), without a worker traceback."""
     ordered = sorted(sampled, key=lambda kv: kv[0])
+    _SAMPLED.inc(len(ordered))
+    if len(ordered) < spec.k * spec.min_points_per_centroid:
+        return
     vectors = np.stack([v for _, v in ordered]).astype(np.float32)
     book = train_codebook(
         vectors, spec.k, level=spec.level, clip_model=spec.clip_model, clip_weights=spec.clip_weights,
         iterations=spec.iterations, seed=spec.seed, min_points_per_centroid=spec.min_points_per_centroid,
     )
     book.save(spec.output)
+    _TRAINED.inc()
     yield book.info
 
 
-def _index_source(input_spec: str) -> dict | None:
-    """The metadata of an index written with --store-frame-embeddings, if --input is one."""
-    frames = os.path.join(input_spec, "frames")
-    if not os.path.isdir(frames):
+def refusal(k: int, min_points_per_centroid: int, sampled: int) -> str:
+    """Why K cannot be trained on `sampled` vectors, and the largest K that can."""
+    needed = k * min_points_per_centroid
+    largest = sampled // min_points_per_centroid
+    advice = (f"the largest K the data supports is {largest}" if largest >= 2 else
+              "the data is too small for any dictionary (K >= 2) at that setting")
+    return (f"--k {k} needs at least {k} x --min-points-per-centroid {min_points_per_centroid} = {needed} "
+            f"training vectors, the input gave {sampled}: {advice} (or lower --min-points-per-centroid)")
+
+
+def _index_source(input_spec: str) -> IndexSource | None:
+    """The index at --input, if it is one (a written index needs --store-frame-embeddings)."""
+    if not (FileSystems.get_scheme(input_spec) in (None, "file") and os.path.isdir(input_spec)):
         return None
-    files = sorted(f for f in os.listdir(frames) if f.endswith(".parquet"))
-    if not files:
+    if not os.path.isdir(os.path.join(input_spec, "frames")):
         return None
-    schema = pq.read_schema(os.path.join(frames, files[0]))
-    if "embedding" not in schema.names:
+    index = read_index(input_spec)
+    if not index.frame_embeddings:
         raise ValueError(f"{input_spec} is an index without frame embeddings: extract it with --store-frame-embeddings")
-    meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
-    return {"pattern": os.path.join(frames, "*.parquet"), "clip_model": meta["vmm.clip_model"],
-            "clip_weights": meta["vmm.clip_weights"]}
+    return index
 
 
-def run(argv: list[str] | None = None) -> int:
-    options = PipelineOptions(argv)
-    opts = options.view_as(ExtractOptions)
-    t = options.view_as(TrainCodebookOptions)
-    try:
-        if not 2 <= t.k <= MAX_K:
-            raise CodebookError(f"--k must be between 2 and {MAX_K} (ids are stored as int16), got {t.k}")
-        if not opts.output:
+def execute(args, options: PipelineOptions) -> int:
+    """`vmm train-codebook` with its flags parsed (see pipelines.options.run_command)."""
+    with starting():
+        if not 2 <= args.k <= MAX_K:
+            raise ValueError(f"--k must be between 2 and {MAX_K} (ids are stored as int16), got {args.k}")
+        check(args.min_points_per_centroid >= 1, "--min-points-per-centroid", ">= 1", args.min_points_per_centroid)
+        if not args.output:
             raise ValueError("--output (the dictionary directory) is required")
-        index = _index_source(opts.input) if opts.input and os.path.isdir(opts.input) else None
-        if index is not None and t.level == "patch":
+        if not args.input:
+            raise ValueError("--input is required: videos (a manifest, directory or glob) or an index")
+        index = _index_source(args.input)
+        if index is not None and args.level == "patch":
             raise ValueError("an index stores no patch embeddings: train --level patch from videos")
         if index is None:
-            config = build_config(options)
-            model, weights = config.clip.model_name, config.clip_weights
-            if t.level == "patch" and not clip_models.has_patch_tokens(model):
+            spec_in, manifest_files = resolve_input(args.input)
+            run = RUN.to_config(args, options)
+            clip = CLIP.to_config(args, run)
+            decode = DECODE.to_config(args, short_side=clip.image_size)
+            model, weights = clip.config.model_name, clip.weights
+            if args.level == "patch" and not clip_models.has_patch_tokens(model):
                 raise ValueError(f"--level patch needs a vision transformer; {model} has no patch tokens")
         else:
-            model, weights = index["clip_model"], index["clip_weights"]
-    except (ValueError, CodebookError, clip_models.WeightsUnavailable) as e:
-        print(f"vmm train-codebook: {e}", file=sys.stderr)
-        return 2
+            model, weights = index.clip_model, index.clip_weights
     spec = TrainSpec(
-        k=t.k, level=t.level, iterations=t.iterations, seed=t.seed,
-        sample_size=min(t.k * t.points_per_centroid, t.max_train_vectors),
-        min_points_per_centroid=t.min_points_per_centroid, clip_model=model, clip_weights=weights,
-        output=opts.output,
+        k=args.k, level=args.level, iterations=args.iterations, seed=args.seed,
+        sample_size=min(args.k * args.points_per_centroid, args.max_train_vectors),
+        min_points_per_centroid=args.min_points_per_centroid, clip_model=model, clip_weights=weights,
+        output=args.output,
     )
     p = beam.Pipeline(options=options)
     if index is not None:
         vectors = (
             p
-            | "ReadIndex" >> beam.io.ReadFromParquet(index["pattern"], columns=["video_id", "frame_index", "embedding"])
+            | "IndexFiles" >> beam.Create(index.files["frames"])
+            | "ReadIndex" >> beam.io.ReadAllFromParquet(columns=["video_id", "frame_index", "embedding"])
             | "Vectors" >> beam.FlatMap(_index_vectors)
         )
     else:
-        manifest = p | "ReadManifest" >> ReadManifest(config.manifest, list(config.manifest_files))
-        decoded = manifest["requests"] | "DecodeVideos" >> DecodeVideos(config.decode, config.progress)
+        manifest = p | "ReadManifest" >> ReadManifest(spec_in, list(manifest_files))
+        decoded = manifest["requests"] | "DecodeVideos" >> DecodeVideos(
+            decode, run.progress, isolate=args.isolate_decode, plugins=run.plugins)
         embedded = decoded["frames"] | "EmbedFrames" >> EmbedFrames(
-            config.clip, batch_size=config.clip_batch_size, with_patches=t.level == "patch",
+            clip.config, batch_size=clip.batch_size, with_patches=args.level == "patch",
             titles=False,  # a dictionary learns from frames only
         )
-        vectors = embedded["frames"] | "Vectors" >> beam.FlatMap(_frame_vectors, t.level)
+        vectors = embedded["frames"] | "Vectors" >> beam.FlatMap(_frame_vectors, args.level)
     (
         vectors
         | "Sample" >> beam.combiners.Top.Of(spec.sample_size, key=lambda kv: kv[0], reverse=True)
         | "KMeans" >> beam.FlatMap(_train, spec)
     )
-    try:
-        p.run().wait_until_finish()
-    except Exception as e:  # noqa: BLE001 -- runners wrap worker errors; surface a refusal cleanly
-        if "CodebookError" in repr(e) or isinstance(e, CodebookError):
-            print(f"vmm train-codebook: {e}", file=sys.stderr)
-            return 2
-        raise
-    with open(os.path.join(spec.output, "codebook.json")) as f:
+    result = p.run()
+    result.wait_until_finish()
+    if not _counter(result, _TRAINED):
+        raise CannotStart(refusal(spec.k, spec.min_points_per_centroid, _counter(result, _SAMPLED)))
+    with FileSystems.open(FileSystems.join(spec.output, "codebook.json")) as f:
         info = json.load(f)
     print(f"visual dictionary {spec.output}: k={info['k']} dim={info['dim']} level={info['level']} "
           f"train_vectors={info['train_vectors']} id={info['sha256'][:16]}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    return run(sys.argv[1:] if argv is None else argv)
+def _counter(result, counter) -> int:
+    found = result.metrics().query(MetricsFilter().with_name(counter.metric_name.name))["counters"]
+    return sum(c.committed or 0 for c in found)
+
+
+def run(argv: list[str]) -> int:
+    """`vmm train-codebook ARGV` in this process (logging left as the caller set it)."""
+    from pipelines.cli import COMMANDS
+
+    return run_command(COMMANDS["train-codebook"], argv)
+
+
+main = main_of("train-codebook")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from models.asr import (
     resolve_model,
 )
 from models.audio import SAMPLE_RATE, AudioCollector, AudioError, decode_audio
+from models.errors import DeviceUnavailable
 from tests.avgen import load_wav, mux_av
 from tests.conftest import import_or_missing
 
@@ -121,7 +122,9 @@ def test_device_and_compute_type_resolution():
 
     assert resolve_device("auto") == ("cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu")
     assert resolve_device("cpu") == "cpu"
-    assert resolve_device("cuda") == "cuda"  # checked at load(), where the model will run
+    if ctranslate2.get_cuda_device_count() == 0:
+        with pytest.raises(DeviceUnavailable, match="CUDA is not available"):
+            resolve_device("cuda")
     assert resolve_compute_type("cpu") == "int8"
     assert resolve_compute_type("cuda") == "float16"
     assert resolve_compute_type("cuda", "int8_float16") == "int8_float16"

@@ -88,8 +88,9 @@ def test_max_duration_stops_reading(sample):
     [
         (lambda d: os.path.join(d, "missing.mp4"), "FileNotFound"),
         (lambda d: d, "NotAFile"),
-        (lambda d: _file(d, "empty.mp4", b""), "DecodeError"),
-        (lambda d: _file(d, "text.mp4", b"this is not a video\n" * 100), "DecodeError"),
+        (lambda d: _file(d, "empty.mp4", b""), "NotAMediaFile"),
+        (lambda d: _file(d, "text.mp4", b"this is not a video\n" * 100), "NotAMediaFile"),
+        (lambda d: _file(d, "zip.mp4", b"PK\x03\x04" + bytes(200)), "NotAMediaFile"),
     ],
 )
 def test_bad_inputs_raise_typed_errors(tmp_path, make, error_type):
@@ -97,6 +98,18 @@ def test_bad_inputs_raise_typed_errors(tmp_path, make, error_type):
         decode_keyframes(make(str(tmp_path)))
     assert e.value.error_type == error_type
     assert str(e.value)
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.5, 0.9])
+def test_a_truncated_video_is_a_decode_error_not_a_non_media_file(sample, tmp_path, fraction):
+    """FFmpeg says "Invalid data" for a text file and for an MP4 cut short alike; the errors table
+    tells them apart (a user fixes them differently)."""
+    data = open(sample["expected"]["videos"][0]["uri"], "rb").read()
+    path = _file(str(tmp_path), "cut.mp4", data[: int(len(data) * fraction)])
+    with pytest.raises(DecodeError) as e:
+        decode_keyframes(path)
+    assert e.value.error_type == "DecodeError", str(e.value)
+    assert "not a media file" not in str(e.value)
 
 
 def test_audio_only_file_has_no_video_stream(tmp_path):

@@ -6,6 +6,7 @@ import dataclasses
 import glob
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -176,7 +177,7 @@ def test_tables_read_in_pandas_duckdb_polars(sample_run):
 def _bad_manifest(tmp_path, sample) -> tuple[str, int]:
     videos = sample["expected"]["videos"]
     garbage = tmp_path / "garbage.mp4"
-    garbage.write_bytes(os.urandom(4096))
+    garbage.write_bytes(random.Random(0).randbytes(4096))  # no media file starts like this: NotAMediaFile
     audio_only = str(tmp_path / "voice.m4a")
     _write_audio_only(audio_only)
     lines = [
@@ -216,7 +217,7 @@ def test_bad_entries_land_in_errors_and_nothing_is_lost(tmp_path, sample, tiny_c
     assert [e["stage"] for e in videos["good-1"]["stage_errors"]] == ["manifest"]
     assert videos["good-0"]["stage_errors"] == []
     assert {k[1] for k in errors} == {
-        "FileNotFound", "DecodeError", "NoVideoStream", "BadManifestEntry", "DuplicateVideoId", "NotAFile",
+        "FileNotFound", "NotAMediaFile", "NoVideoStream", "BadManifestEntry", "DuplicateVideoId", "NotAFile",
     }
     assert errors[("missing", "FileNotFound")]["stage"] == "decode"
     assert errors[("good-0", "DuplicateVideoId")]["uri"] == sample["expected"]["videos"][2]["uri"]

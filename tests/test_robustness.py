@@ -109,10 +109,10 @@ def fuzz_corpus(media_dir, sample, tmp_path_factory):
         add(f"{src_name}-zero-header", _zero_header(src, str(d / f"{src_name}-zh.mp4")), "either")
     empty = d / "empty.mp4"
     empty.write_bytes(b"")
-    add("zero-bytes", str(empty), "DecodeError")
+    add("zero-bytes", str(empty), "NotAMediaFile")
     text = d / "notes.mp4"
     text.write_text("this is not a video, just some text\n" * 50)
-    add("text-as-video", str(text), "DecodeError")
+    add("text-as-video", str(text), "NotAMediaFile")
     image = shutil.copy(os.path.join(media_dir, "images", "en.jpg"), d / "photo.mp4")
     add("image-as-video", str(image), "NotAVideo")
     audio_only = str(d / "voice.mp4")
@@ -164,7 +164,8 @@ def test_fuzz_corpus_every_entry_accounted_for_exactly_once(fuzz_run, fuzz_corpu
         assert len(got) == len(wants), (vid, got, wants)
         for want in wants:
             if want == "either":
-                assert got[0] == "video" or got[0] in {"DecodeError", "NoFrames", "NoVideoStream", "TooLarge"}, (vid, got)
+                assert got[0] == "video" or got[0] in {"DecodeError", "NotAMediaFile", "NoFrames", "NoVideoStream",
+                                                         "TooLarge"}, (vid, got)
             else:
                 assert want in got, (vid, got, wants)
 
@@ -174,8 +175,8 @@ def test_fuzz_errors_are_stable_and_explained(fuzz_run):
     for row in read(out, "errors").to_pylist():
         assert row["message"] and row["stage"] in ("manifest", "decode")
         assert row["error_type"] in {
-            "FileNotFound", "NotAFile", "DecodeError", "NoVideoStream", "NoFrames", "NotAVideo", "TooLarge",
-            "Timeout", "DecoderCrash", "DuplicateVideoId",
+            "FileNotFound", "NotAFile", "DecodeError", "NotAMediaFile", "NoVideoStream", "NoFrames", "NotAVideo",
+            "TooLarge", "Timeout", "DecoderCrash", "DuplicateVideoId",
         }, row
     assert summary["counts"]["errors_by_type"]["TooLarge"] == 1
     assert "huge.y4m" in [r["uri"].rsplit("/", 1)[-1] for r in read(out, "errors").to_pylist()

@@ -32,9 +32,26 @@ def _skip_unusable_model_manager() -> None:
         sys.modules[name] = None  # type: ignore[assignment]  # its import raises ImportError at once
 
 
+def _restore_resource_module() -> None:
+    """Beam (2.77) imports the `resource` module in the same `try` as ModelManager, so where that
+    import fails (no scipy, or stopped above) it sets `resource = None` and logs "Resource module is
+    not available for current platform" at every model load, on Linux too. Give it the module back
+    where the platform has one."""
+    import importlib.util
+
+    from apache_beam.ml.inference import base
+
+    if getattr(base, "resource", True) is None and importlib.util.find_spec("resource") is not None:
+        import resource
+
+        base.resource = resource
+
+
 _skip_unusable_model_manager()
 from apache_beam.ml.inference.base import (  # noqa: E402
     KeyedModelHandler, ModelHandler, PredictionResult, RunInference)
+
+_restore_resource_module()
 
 from models.clip import ClipConfig, ClipEncoder
 from transforms.process_cache import process_model

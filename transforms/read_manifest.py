@@ -52,6 +52,9 @@ def resolve_input(input_spec: str) -> tuple[ManifestSpec, list[str]]:
     """
     if not input_spec:
         raise ManifestError("--input is required: a manifest (.jsonl/.csv/.parquet), a directory or a glob")
+    local = FileSystems.get_scheme(input_spec) in (None, "file")
+    if local and not any(c in input_spec for c in "*?[") and not os.path.exists(input_spec):
+        raise ManifestError(f"--input {input_spec!r} does not exist")
     kind = manifest_kind(input_spec)
     if kind is not None:
         paths = _match(input_spec)
@@ -67,7 +70,7 @@ def resolve_input(input_spec: str) -> tuple[ManifestSpec, list[str]]:
             else:
                 header = pq.read_schema(f)
         return ManifestSpec(kind, input_spec, infer_passthrough_schema(kind, header)), paths
-    local_dir = FileSystems.get_scheme(input_spec) in (None, "file") and os.path.isdir(input_spec)
+    local_dir = local and os.path.isdir(input_spec)
     if local_dir or input_spec.endswith("/"):
         pattern = posixpath.join(input_spec.rstrip("/"), "**")
         found = [p for p in _match(pattern) if is_video_path(p)]
