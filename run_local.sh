@@ -3,6 +3,7 @@
 #   ./run_local.sh                                   set up .venv, generate a sample, extract it, print a summary
 #   ./run_local.sh --input videos.jsonl --output out/ [more vmm extract flags]
 #   ./run_local.sh --setup-only                      only create/update .venv
+# VMM_VENV (default .venv) and VMM_HOME (default .vmm: the sample and its dictionaries) move those folders.
 # Runs Beam's DirectRunner with one worker thread per core, in one process that holds one copy of
 # each model, unless you pass other runner flags (see the README).
 set -euo pipefail
@@ -34,7 +35,8 @@ args=("$@")
 has_flag() { local f; for f in "${args[@]}"; do case "$f" in "$1"|"$1"=*) return 0;; esac; done; return 1; }
 
 if ! has_flag --input; then
-  SAMPLE=".vmm/sample"
+  HOME_DIR="${VMM_HOME:-.vmm}"
+  SAMPLE="$HOME_DIR/sample"
   if [ ! -f "$SAMPLE/manifest.jsonl" ]; then
     "$VENV/bin/vmm" make-sample --output "$SAMPLE"
   fi
@@ -53,11 +55,11 @@ if ! has_flag --input; then
   # Small visual dictionaries learnt from the sample itself, so the quickstart output has tokens.
   # (The sample has ~11 keyframes: far fewer vectors per entry than a real dictionary wants.)
   if ! has_flag --codebook; then
-    "$VENV/bin/vmm" train-codebook --input "$SAMPLE/manifest.jsonl" --output .vmm/dict_frame \
+    "$VENV/bin/vmm" train-codebook --input "$SAMPLE/manifest.jsonl" --output "$HOME_DIR/dict_frame" \
       --k 4 --min-points-per-centroid 2 "${model_args[@]}" --no-progress
-    "$VENV/bin/vmm" train-codebook --input "$SAMPLE/manifest.jsonl" --output .vmm/dict_patch \
+    "$VENV/bin/vmm" train-codebook --input "$SAMPLE/manifest.jsonl" --output "$HOME_DIR/dict_patch" \
       --k 64 --level patch --min-points-per-centroid 8 "${model_args[@]}" --no-progress
-    args+=(--codebook .vmm/dict_frame --patch-codebook .vmm/dict_patch)
+    args+=(--codebook "$HOME_DIR/dict_frame" --patch-codebook "$HOME_DIR/dict_patch")
   fi
 fi
 

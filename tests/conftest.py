@@ -10,7 +10,8 @@ import shutil
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MEDIA = os.path.normpath(os.path.join(REPO, "..", "shared", "media"))
+# Real media (public sample videos, speech, OCR images): VMM_MEDIA, else the folder CI lays beside the clone.
+MEDIA = os.path.abspath(os.environ.get("VMM_MEDIA") or os.path.join(REPO, "..", "shared", "media"))
 TINY_MODEL = "vmm-tiny-vit"
 
 # The hub is unreachable here and in CI; say so up front so nothing waits on network retries.
