@@ -375,3 +375,44 @@ class ClipEncoder:
         with torch.no_grad():
             out = self.model.encode_text(tokens, normalize=True)
         return out.float().cpu().numpy()
+
+
+def export_checkpoint(model_name: str, source: str, output: str) -> str:
+    """Write the plain state dict that `--clip-pretrained PATH` loads; return its weights id.
+
+    `source` is an open_clip pretrained tag of `model_name` (downloaded through open_clip, so run
+    this where the model hub or its cache is reachable) or a checkpoint file as open_clip's
+    training, the hub or a user saves it: a state dict (`.pt`, `.bin`), a training checkpoint
+    (`{"state_dict": ...}`, `module.` prefixes from DataParallel) or `.safetensors`. The model is
+    built and loaded strictly, so a file of another architecture is refused rather than written.
+    The result loads with `torch.load(weights_only=True)`: no pickled code, as on vmm's workers.
+    """
+    import torch
+
+    open_clip = _open_clip()
+    model_info(model_name)
+    if os.path.isfile(source):
+        from open_clip.factory import load_checkpoint
+
+        with _initialisation_skipped():
+            model = open_clip.create_model(model_name, pretrained=None)
+        try:
+            load_checkpoint(model, source, weights_only=True, strict=True)
+        except (RuntimeError, KeyError, ValueError, AssertionError) as e:  # open_clip asserts on shapes
+            raise WeightsUnavailable(f"{source!r} is not a {model_name} checkpoint open_clip can load: "
+                                     f"{str(e).splitlines()[0]}") from e
+    elif source in open_clip.list_pretrained_tags_by_model(model_name):
+        model = open_clip.create_model(model_name, pretrained=source)
+    else:
+        raise WeightsUnavailable(f"{source!r} is neither a file nor an open_clip pretrained tag of {model_name}")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    folder = os.path.dirname(os.path.abspath(output))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{output}.tmp-{os.getpid()}"
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return weights_id(ClipConfig(model_name, output))

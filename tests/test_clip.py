@@ -203,3 +203,28 @@ def test_shared_encoder_is_safe_across_threads(tiny_checkpoint):
     assert not failures, failures[:3]
     # Nothing on the shared model was left changed by the calls.
     assert enc.model.visual.output_tokens is False
+
+
+def test_export_turns_published_checkpoint_formats_into_what_clip_pretrained_takes(tmp_path, tiny_checkpoint):
+    """The README's recipe for offline clusters: a training checkpoint (state_dict key, DataParallel
+    'module.' prefixes, extra entries) or a .safetensors file becomes a plain state dict that
+    --clip-pretrained PATH loads, giving the source model's embeddings exactly."""
+    from safetensors.torch import save_file
+
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    training = tmp_path / "epoch_3.pt"
+    torch.save({"epoch": 3, "name": "run", "state_dict": {f"module.{k}": v for k, v in state.items()}}, training)
+    safetensors = tmp_path / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(safetensors))
+    images = _frames(3, seed=9)
+    want = _open_clip_reference(tiny_checkpoint, images)
+    for source in (training, safetensors):
+        out = tmp_path / f"{source.stem}-vmm.pt"
+        wid = clip.export_checkpoint(TINY_MODEL, str(source), str(out))
+        assert wid == f"file:{out.name}:sha256:{clip._file_digest(str(out))[:16]}"
+        enc = clip.ClipEncoder(clip.ClipConfig(TINY_MODEL, str(out))).load()
+        np.testing.assert_allclose(enc.encode_images(images), want, atol=1e-5)
+    # A checkpoint of another architecture is refused, and nothing is written.
+    with pytest.raises(clip.WeightsUnavailable, match="not a vmm-tiny-vit checkpoint|not a"):
+        clip.export_checkpoint("ViT-B-32", str(training), str(tmp_path / "wrong.pt"))
+    assert not (tmp_path / "wrong.pt").exists()
