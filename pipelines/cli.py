@@ -4,6 +4,7 @@
     vmm train-codebook --input videos.jsonl --output dict/ --k 8192 --level frame
     vmm make-sample --output sample/
     vmm check-weights [--clip-model M] [--clip-pretrained P]
+    vmm export-clip --clip-model M --source TAG_OR_FILE --output clip.pt
 
 A command is one line of `COMMANDS` plus a module with `add_arguments(parser)` and
 `execute(args, options)`; `pipelines.options` gives every command the same --help, refusal of
@@ -21,6 +22,9 @@ COMMANDS = {c.name: c for c in (
     Command("train-codebook", "pipelines.train_codebook",
             "learn a visual dictionary from videos or an index (also: python -m pipelines.train_codebook)"),
     Command("make-sample", "pipelines.make_sample", "generate the sample videos and their manifest", beam=False),
+    Command("export-clip", "pipelines.export_clip",
+            "CLIP weights (a pretrained tag or a checkpoint file) -> the state dict --clip-pretrained PATH takes",
+            beam=False),
     Command("check-weights", "pipelines.check_weights",
             "say whether CLIP weights can be had here (exit 0) or not (exit 1, with why)", beam=False),
 )}
