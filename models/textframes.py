@@ -47,10 +47,13 @@ class TextSamplingConfig:
     frame_cells: int = 3  # outside the band, this many changed cells trigger a text frame
     stable_ticks: int = 3  # an edge is "stable" when present on this many consecutive ticks
     min_gap_s: float = 0.0  # at most one text frame per this interval (0: one per tick at most)
+    quick_line_s: float = 0.3  # a lower-band line shown at least this long is read too (0: off)
+    quick_edge_threshold: int = 60  # grey-level step of a quick line's strokes (outlined captions)
+    quick_min_px: int = 40  # new edge pixels a band cell needs on a quick step
     max_text_frames: int = 256  # per video, whatever its length; more are thinned evenly in time
-    # ... or this many per minute of video when that is more: 40 = 60 / min_line_s, one frame for each
-    # line of a video whose subtitle changes as often as a readable line can (0: the fixed cap only)
-    text_frames_per_min: float = 40.0
+    # ... or this many per minute of video when that is more: 120, one frame for each line of a video
+    # whose captions change every half second, back to back (0: the fixed cap only)
+    text_frames_per_min: float = 120.0
     reuse_change: float = 0.35  # a frame whose every cell changed less than this reuses the last read
     crop_band: bool = True  # read only the lower band of "band" text frames (the rest is unchanged)
 
@@ -73,6 +76,12 @@ class TextSamplingConfig:
             raise ValueError(f"stable_ticks must be >= 1, got {self.stable_ticks}")
         if self.min_gap_s < 0:
             raise ValueError(f"min_gap_s must be >= 0, got {self.min_gap_s}")
+        if not self.quick_line_s >= 0:
+            raise ValueError(f"quick_line_s must be >= 0, got {self.quick_line_s}")
+        if not 0 < self.quick_edge_threshold < 255:
+            raise ValueError(f"quick_edge_threshold must be in 1..254, got {self.quick_edge_threshold}")
+        if self.quick_min_px < 1:
+            raise ValueError(f"quick_min_px must be >= 1, got {self.quick_min_px}")
 
     def text_frame_cap(self, duration_s: float) -> int:
         """Text frames kept for a video (or its first `duration_s` seconds): the fixed cap, or the
@@ -85,6 +94,12 @@ class TextSamplingConfig:
     def tick_s(self) -> float:
         """Analysis interval: a `min_line_s` line is seen on `stable_ticks` consecutive ticks, one to spare."""
         return self.min_line_s / (self.stable_ticks + 1)
+
+    @property
+    def quick_tick_s(self) -> float:
+        """Quick-line interval: a `quick_line_s` line is on two consecutive quick ticks, one to spare
+        (0 when quick lines are off)."""
+        return self.quick_line_s / 3.0
 
 
 def edge_map(gray: np.ndarray, threshold: int) -> np.ndarray:
@@ -103,6 +118,13 @@ def _cell_sums(mask: np.ndarray) -> np.ndarray:
     ch, cw = h // _GRID_ROWS, w // _GRID_COLS
     cropped = mask[: ch * _GRID_ROWS, : cw * _GRID_COLS]
     return cropped.reshape(_GRID_ROWS, ch, _GRID_COLS, cw).sum(axis=(1, 3))
+
+
+def _band_cell_sums(mask: np.ndarray) -> np.ndarray:
+    """Per grid cell of the rows of `mask` (the lower rows of a map, starting on a cell boundary)."""
+    ch, cw = TEXT_MAP_H // _GRID_ROWS, TEXT_MAP_W // _GRID_COLS
+    rows = mask.shape[0] // ch
+    return mask[: rows * ch, : cw * _GRID_COLS].reshape(rows, ch, _GRID_COLS, cw).sum(axis=(1, 3))
 
 
 def cell_changes(a: np.ndarray, b: np.ndarray, min_px: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,20 +147,37 @@ class TextChangeDetector:
 
     Call `wants(t)` per decoded frame (cheap), then `observe(t, gray)` on the ones it wants, with
     the frame as uint8 grey [TEXT_MAP_H, TEXT_MAP_W]. `observe` returns True for a text frame.
+    Slow ticks (`tick_s` apart) look for stable new text anywhere; quick ticks (`quick_tick_s`
+    apart) for a line that appeared in the lower band and held (see the module doc).
     """
 
     def __init__(self, config: TextSamplingConfig):
         self._config = config
         self._next_tick = 0.0
+        self._next_quick = 0.0
         self._history: list[np.ndarray] = []  # edge maps of the last `stable_ticks - 1` ticks
+        self._quick_history: list[tuple[float, np.ndarray]] = []  # (t, band edges) of the last quick ticks
         self._ref: np.ndarray = np.zeros((TEXT_MAP_H, TEXT_MAP_W), dtype=bool)
         self._last_pick_t: float | None = None
         self._band = band_rows(config)
+        self._band_px = self._band.start * (TEXT_MAP_H // _GRID_ROWS)  # first map row of the band's cells
         self.last_trigger: str | None = None  # after a True observe(): "band" or "frame"
-        self.last_edges: np.ndarray | None = None  # the edge map of the frame observe() saw last
+        self._last_gray: np.ndarray | None = None
+        self._last_edges: np.ndarray | None = None
+
+    @property
+    def last_edges(self) -> np.ndarray | None:
+        """The edge map of the frame observe() saw last (made on demand: a quick tick that finds
+        nothing needs only the band's)."""
+        if self._last_edges is None and self._last_gray is not None:
+            self._last_edges = edge_map(self._last_gray, self._config.edge_threshold)
+        return self._last_edges
 
     def wants(self, timestamp_s: float) -> bool:
-        return self._config.enabled and timestamp_s >= self._next_tick
+        cfg = self._config
+        if not cfg.enabled:
+            return False
+        return timestamp_s >= self._next_tick or (cfg.quick_line_s > 0 and timestamp_s >= self._next_quick)
 
     def read_elsewhere(self, edges: np.ndarray) -> None:
         """Another frame (a CLIP keyframe) will be read too: its text is not new to later frames."""
@@ -146,28 +185,60 @@ class TextChangeDetector:
 
     def observe(self, timestamp_s: float, gray: np.ndarray) -> bool:
         cfg = self._config
-        self._next_tick = timestamp_s + cfg.tick_s - 1e-9
-        edges = self.last_edges = edge_map(gray, cfg.edge_threshold)
+        if gray.ndim != 2 or gray.dtype != np.uint8:
+            raise ValueError(f"expected uint8 [h, w], got {gray.dtype} {gray.shape}")
+        self._last_gray, self._last_edges = gray, None
+        trigger = None
+        if timestamp_s >= self._next_tick:
+            self._next_tick = timestamp_s + cfg.tick_s - 1e-9
+            trigger = self._slow_tick(self.last_edges)
+        if cfg.quick_line_s > 0 and timestamp_s >= self._next_quick:
+            self._next_quick = timestamp_s + cfg.quick_tick_s - 1e-9
+            quick = self._quick_tick(timestamp_s, gray)
+            trigger = trigger or quick
+        if trigger is None:
+            return False
+        if self._last_pick_t is not None and timestamp_s - self._last_pick_t < cfg.min_gap_s:
+            return False  # keep the old reference: the next tick outside the gap still sees the change
+        self.last_trigger = trigger
+        self._ref = self.last_edges
+        self._last_pick_t = timestamp_s
+        return True
+
+    def _slow_tick(self, edges: np.ndarray) -> str | None:
+        """Stable new text: "band" (lower band only), "frame" or None."""
+        cfg = self._config
         history = self._history
         self._history = (history + [edges])[-(cfg.stable_ticks - 1):] if cfg.stable_ticks > 1 else []
         if len(history) < cfg.stable_ticks - 1:
-            return False
+            return None
         stable = edges.copy()
         for earlier in history:
             stable &= earlier
         new = _cell_sums(stable & ~self._ref)
         fresh = (new >= cfg.min_changed_px) & (new >= cfg.cell_change * _cell_sums(stable))
         outside = int(fresh.sum()) - int(fresh[self._band].sum())
-        triggered = bool(fresh[self._band].any()) or int(fresh.sum()) >= cfg.frame_cells
+        if not (bool(fresh[self._band].any()) or int(fresh.sum()) >= cfg.frame_cells):
+            return None
         # "band": new text in the lower band only, so OCR need read just the band of this frame.
-        self.last_trigger = "band" if outside < cfg.frame_cells else "frame"
-        if triggered and self._last_pick_t is not None and timestamp_s - self._last_pick_t < cfg.min_gap_s:
-            return False  # keep the old reference: the next tick outside the gap still sees the change
-        if triggered:
-            self._ref = edges
-            self._last_pick_t = timestamp_s
-            return True
-        return False
+        return "band" if outside < cfg.frame_cells else "frame"
+
+    def _quick_tick(self, timestamp_s: float, gray: np.ndarray) -> str | None:
+        """A lower-band line that appeared one quick tick ago and held: "band", else None."""
+        cfg = self._config
+        band = edge_map(gray[self._band_px:], cfg.quick_edge_threshold)
+        history = self._quick_history
+        if history and timestamp_s - history[-1][0] > 2 * cfg.quick_tick_s:
+            history = []  # a gap (sparse frames, a VFR pause): a step can no longer be told from a drift
+        history = self._quick_history = (history + [(timestamp_s, band)])[-3:]
+        if len(history) < 3:
+            return None
+        before, appeared = history[0][1], history[1][1]
+        held = appeared & band
+        step = held & ~before & ~self._ref[self._band_px:]
+        new = _band_cell_sums(step)
+        fresh = (new >= cfg.quick_min_px) & (new >= cfg.cell_change * _band_cell_sums(held))
+        return "band" if fresh.any() else None
 
 
 def plan_reads(edge_maps: list[np.ndarray], config: TextSamplingConfig) -> list[int]:

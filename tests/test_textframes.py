@@ -315,8 +315,9 @@ def test_line_shown_exactly_min_line_s_is_caught(offset):
 @pytest.mark.parametrize("fps", [10.0, 24.0, 25.0, 30.0, 60.0])
 @pytest.mark.parametrize("offset_s", [0.0, 0.013, 0.2])
 def test_line_shown_min_line_s_is_caught_through_wants(fps, offset_s):
-    """Same, fed as the decoder does: every frame offered, analysed only when `wants` says so."""
-    cfg = TextSamplingConfig()
+    """Same, fed as the decoder does: every frame offered, analysed only when `wants` says so (slow
+    ticks alone: quick lines off)."""
+    cfg = TextSamplingConfig(quick_line_s=0)
     start = 2.0 + offset_s
     end = start + cfg.min_line_s
     detector = TextChangeDetector(cfg)
@@ -475,7 +476,7 @@ def test_min_gap_does_not_hide_a_change_that_settles_after_it():
 
 
 def test_wants_respects_tick_spacing():
-    cfg = TextSamplingConfig()
+    cfg = TextSamplingConfig(quick_line_s=0)
     detector = TextChangeDetector(cfg)
     assert detector.wants(0.0)
     detector.observe(0.0, blank())
@@ -566,3 +567,123 @@ def test_thin_evenly_keeps_ends_sorted_unique_within_limit(n, limit):
 
 def test_thin_evenly_zero_limit_is_empty():
     assert thin_evenly([0.0, 1.0, 2.0], 0) == []
+
+
+# --- quick lines -----------------------------------------------------------------------------
+
+
+def footage(k, seed=5):
+    """A busy, footage-like background at quick tick k: a smooth random grey field with sharp-edged
+    blobs, panning diagonally (3 px right, 2 px down a tick), plus the moving bright square."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(30, 226, (2 * H // 20 + 2, 2 * W // 20 + 2))
+    field = np.kron(coarse, np.ones((20, 20)))
+    # box-blur the blocks into smooth shading, then add hard-edged dark blobs (objects)
+    kernel = np.ones(9) / 9
+    field = np.apply_along_axis(np.convolve, 0, field, kernel, mode="same")
+    field = np.apply_along_axis(np.convolve, 1, field, kernel, mode="same")
+    yy, xx = np.mgrid[: field.shape[0], : field.shape[1]]
+    for cy, cx, r in rng.uniform(0, 1, (12, 3)) * [field.shape[0], field.shape[1], 25]:
+        field[(yy - cy) ** 2 + (xx - cx) ** 2 < (r + 6) ** 2] = 20
+    x, y = (3 * k) % W, (2 * k) % H
+    img = np.ascontiguousarray(field[y : y + H, x : x + W].astype(np.uint8))
+    sx, sy, size = moving_square(k % 30)
+    img[sy : sy + size, sx : sx + size] = 255
+    return img
+
+
+def quick_feed(cfg, fps, shown, duration_s, background=None):
+    """Offers every frame of a `fps` video to a detector as the decoder does; `shown(t)` gives the
+    lines on screen at t. Returns the analysed times and the times that triggered."""
+    detector = TextChangeDetector(cfg)
+    analysed, picks = [], []
+    for index in range(int(duration_s * fps)):
+        t = index / fps
+        if not detector.wants(t):
+            continue
+        analysed.append(t)
+        img = background(len(analysed)) if background is not None else blank()
+        for line in shown(t):
+            draw_line(img, **line)
+        if detector.observe(t, img):
+            picks.append(t)
+    return analysed, picks
+
+
+@pytest.mark.parametrize("fps", [10.0, 24.0, 25.0, 30.0, 60.0])
+@pytest.mark.parametrize("offset_s", [0.0, 0.013, 0.05])
+def test_line_shown_quick_line_s_is_caught_once(fps, offset_s):
+    """A lower-band line on screen for quick_line_s (0.3 s), whatever the frame rate and phase, is
+    picked once while it is shown. (With slow ticks alone, stable over 3 ticks of 0.375 s, it is not.)"""
+    cfg = TextSamplingConfig()
+    start = 2.0 + offset_s
+    end = start + cfg.quick_line_s
+    shown = lambda t: [LINE_A] if start <= t < end else []  # noqa: E731
+    analysed, picks = quick_feed(cfg, fps, shown, 4.0)
+    assert len(picks) == 1 and start <= picks[0] < end
+    assert np.diff(analysed).max() < cfg.quick_tick_s + 1 / fps + 1e-6
+    _, slow_picks = quick_feed(TextSamplingConfig(quick_line_s=0), fps, shown, 4.0)
+    assert slow_picks == []
+
+
+def test_quick_lines_back_to_back_are_each_caught_once():
+    """Lines of 0.3-0.6 s following one another at one place (no gap), then a long one: one pick each,
+    inside its own interval."""
+    cfg = TextSamplingConfig()
+    spans = [(1.0, 1.3, LINE_A), (1.3, 1.8, LINE_B), (1.8, 2.2, LINE_C), (2.2, 2.8, LINE_A),
+             (2.8, 5.0, LINE_B)]
+    shown = lambda t: [line for a, b, line in spans if a <= t < b]  # noqa: E731
+    _, picks = quick_feed(cfg, 25.0, shown, 6.0)
+    assert len(picks) == len(spans)
+    for (a, b, _), t in zip(spans, picks):
+        assert a <= t < b
+
+
+def test_quick_line_over_moving_footage_is_caught_and_footage_alone_is_not():
+    cfg = TextSamplingConfig()
+    spans = [(1.0, 1.32, LINE_A), (2.0, 2.4, LINE_B), (3.0, 3.6, LINE_C)]
+    shown = lambda t: [line for a, b, line in spans if a <= t < b]  # noqa: E731
+    _, alone = quick_feed(cfg, 25.0, lambda t: [], 4.0, background=footage)
+    assert alone == []
+    _, picks = quick_feed(cfg, 25.0, shown, 4.0, background=footage)
+    assert len(picks) == len(spans)
+    for (a, b, _), t in zip(spans, picks):
+        assert a <= t < b
+
+
+def test_flash_on_one_quick_tick_is_not_read():
+    """Appeared, but not held on the next quick tick: not a line (a flash, a flying object)."""
+    cfg = TextSamplingConfig()
+    tick = cfg.quick_tick_s
+    shown = lambda t: [LINE_A] if 1.0 <= t < 1.0 + tick else []  # noqa: E731
+    _, picks = quick_feed(cfg, 1 / tick, shown, 2.0)
+    assert picks == []
+
+
+def test_quick_step_needs_consecutive_quick_ticks():
+    """Frames further apart than two quick ticks (sparse frames) cannot show a step: the slow rule
+    (stable over stable_ticks ticks) alone decides then."""
+    cfg = TextSamplingConfig()
+    frames = [blank()] * 3 + [frame_with(LINE_A)] * 2 + [blank()] * 3
+    assert run_ticks(frames, cfg) == []  # ticks tick_s apart: two sightings are no stable line
+    frames = [blank()] * 3 + [frame_with(LINE_A)] * 3 + [blank()] * 3
+    assert run_ticks(frames, cfg) == [5]
+
+
+def test_quick_line_text_already_read_is_not_new():
+    """A line that a keyframe read (read_elsewhere) does not trigger when it appears to the quick rule."""
+    cfg = TextSamplingConfig()
+    detector = TextChangeDetector(cfg)
+    detector.read_elsewhere(edges_of(frame_with(LINE_A)))
+    tick = cfg.quick_tick_s
+    picks = [k for k in range(20) if detector.observe(k * tick, frame_with(LINE_A) if 5 <= k < 9 else blank())]
+    assert picks == []
+
+
+def test_quick_settings_are_validated():
+    for kwargs in (dict(quick_line_s=-0.1), dict(quick_line_s=float("nan")), dict(quick_edge_threshold=0),
+                   dict(quick_edge_threshold=255), dict(quick_min_px=0)):
+        with pytest.raises(ValueError):
+            TextSamplingConfig(**kwargs)
+    assert TextSamplingConfig(quick_line_s=0).quick_tick_s == 0
+    assert TextSamplingConfig().quick_tick_s == pytest.approx(0.1)
