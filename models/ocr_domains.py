@@ -27,7 +27,18 @@ The rules, in the order they are applied:
   3. Subtitle: any remaining line whose centre is in the lower band of the frame (below
      `subtitle_band` of the height) and roughly centred horizontally (within
      `subtitle_center_tol` of the width from the middle). It changes over time, else rule 2 took it.
-  4. Scene: any other readable text (signs, shirts, screens, captions off the subtitle band).
+     Except slide and document text, which sits in the lower band too (the last bullets, a footer,
+     the speakers' names and e-mails on a title slide). A caption is one or two centred lines; a
+     line in that place is not a subtitle when
+       a. it is left-aligned with at least `block_min_lines - 1` other readable lines of its frame
+          (left edges within `block_align_tol` of the width: a list);
+       b. its frame is a slide -- its other readable lines (not overlay) stand on at least
+          `slide_min_rows` rows: a title and bullets -- and its characters are smaller than the
+          median of those lines (footers and small print, where a caption over a slide is at least
+          as large as the slide's text);
+       c. the lines left in that place (after a and b) stand on more than `caption_max_rows` rows
+          (a block, not a caption).
+  4. Scene: any other readable text (signs, shirts, screens, captions off the subtitle band, slides).
 
 Same text: both strings with whitespace collapsed; equal, or for strings of at least
 `fuzzy_min_len` characters, at most `max_edits` Levenshtein edits apart (OCR often misreads one
@@ -40,6 +51,11 @@ earlier cluster whose first line is the same text, so a line held over consecuti
 wobbling line and a line that reappears later all count once. A cluster is written once, at its
 first appearance, as its highest-score variant (ties: the earliest). Within a frame, subtitle
 lines are taken top to bottom (left to right on one row).
+
+Word-by-word captions (a line that grows a word at a time) are read once per word; a subtitle line
+that the next frame with subtitles extends (its text, spaces ignored, is the start of a longer line
+there, up to OCR misreads) is a prefix and is left out of the subtitle lines: the full line is
+written once.
 
 Everything is deterministic: output order comes from frame and line order only, never from
 hashing.
@@ -111,6 +127,13 @@ class DomainConfig:
     # A clock/timecode/counter line: at least 2 digits and at least half its letters and digits.
     clock_min_digits: int = 2
     clock_min_digit_frac: float = 0.5
+    # A caption is one or two lines; three rows in the band are a block of slide/document text.
+    caption_max_rows: int = 2
+    # Three lines with one left edge are a list (bullets), ...
+    block_min_lines: int = 3
+    block_align_tol: float = 0.015
+    # ... and three rows of other text (a title and two bullets) make a frame a slide.
+    slide_min_rows: int = 3
 
     def __post_init__(self):
         for name in ("min_score", "min_height_frac", "min_word_frac", "subtitle_band",
@@ -128,6 +151,11 @@ class DomainConfig:
             raise ValueError(f"max_edits must be <= 2, got {self.max_edits}")
         if self.overlay_min_frames < 1:
             raise ValueError(f"overlay_min_frames must be >= 1, got {self.overlay_min_frames}")
+        for name in ("caption_max_rows", "block_min_lines", "slide_min_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.block_align_tol <= 1.0:
+            raise ValueError(f"block_align_tol must be in [0, 1], got {self.block_align_tol}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,6 +343,11 @@ def is_subtitle_position(box, width: int, height: int, config: DomainConfig = Do
 
 def reading_order(boxes: Sequence) -> list[int]:
     """Indices of `boxes` top to bottom; boxes on one row (centres within half a line) left to right."""
+    return [i for row in reading_rows(boxes) for i in row]
+
+
+def reading_rows(boxes: Sequence) -> list[list[int]]:
+    """`reading_order` grouped by row: the indices of each row of boxes, top to bottom."""
     centers = [line_center(b) for b in boxes]
     heights = [line_height(b) for b in boxes]
     by_y = sorted(range(len(boxes)), key=lambda i: (centers[i][1], centers[i][0], i))
@@ -326,7 +359,49 @@ def reading_order(boxes: Sequence) -> list[int]:
                 rows[-1].append(i)
                 continue
         rows.append([i])
-    return [i for row in rows for i in sorted(row, key=lambda i: (centers[i][0], i))]
+    return [sorted(row, key=lambda i: (centers[i][0], i)) for row in rows]
+
+
+def _left_edge(box) -> float:
+    return float(_corners(box)[:, 0].min())
+
+
+def slide_text_lines(lines: Sequence[TextLine], readable: Sequence[int], candidates: Sequence[int],
+                     width: int, height: int, config: DomainConfig = DomainConfig()) -> set[int]:
+    """Rule 3's exceptions: which of `candidates` (indices into `lines`, in the subtitle place) are
+    slide or document text, given the frame's `readable` lines (not noise, not overlay)."""
+    if not candidates:
+        return set()
+    out: set[int] = set()
+    tol = config.block_align_tol * width
+    lefts = {i: _left_edge(lines[i].box) for i in readable}
+    for i in candidates:  # a. a list
+        aligned = sum(1 for j in readable if j != i and abs(lefts[j] - lefts[i]) <= tol)
+        if aligned + 1 >= config.block_min_lines:
+            out.add(i)
+    others = [j for j in readable if j not in candidates]
+    if others and len(reading_rows([lines[j].box for j in others])) >= config.slide_min_rows:
+        median = float(np.median([line_height(lines[j].box) for j in others]))  # b. small print on a slide
+        out.update(i for i in candidates if line_height(lines[i].box) < median)
+    rest = [i for i in candidates if i not in out]
+    if len(reading_rows([lines[i].box for i in rest])) > config.caption_max_rows:
+        out.update(rest)  # c. a block (what is left once lists and small print are set aside)
+    return out
+
+
+def drop_growing_prefixes(frames: Sequence[Sequence[tuple[float, str, float]]],
+                          config: DomainConfig = DomainConfig()) -> list[tuple[float, str, float]]:
+    """Subtitle entries of consecutive frames (per frame, in reading order), without the lines that
+    the next frame with subtitles extends: the prefixes of a caption growing word by word."""
+    kept = []
+    for f, entries in enumerate(frames):
+        following = next((nxt for nxt in frames[f + 1:] if nxt), ())
+        longer = [normalize_text(t).replace(" ", "") for _, t, _ in following]
+        for entry in entries:
+            text = normalize_text(entry[1]).replace(" ", "")
+            if not any(len(x) > len(text) and _same_normalized(x[: len(text)], text, config) for x in longer):
+                kept.append(entry)
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,21 +559,25 @@ def classify_video(
         for f, i in track.members:
             domains[f][i] = OVERLAY
 
-    subtitle_entries: list[tuple[float, str, float]] = []
+    subtitle_frames: list[list[tuple[float, str, float]]] = []
     scene_entries: list[tuple[float, str, float]] = []
     for f, frame in enumerate(frames):
-        subtitle_idx = []
-        for i, line in enumerate(frame.lines):
-            if domains[f][i] != SCENE:
-                continue
-            if is_subtitle_position(line.box, width, height, config):
+        readable = [i for i in range(len(frame.lines)) if domains[f][i] == SCENE]
+        placed = [i for i in readable if is_subtitle_position(frame.lines[i].box, width, height, config)]
+        slide = slide_text_lines(frame.lines, readable, placed, width, height, config)
+        subtitle_idx = [i for i in placed if i not in slide]
+        for i in readable:
+            if i in subtitle_idx:
                 domains[f][i] = SUBTITLE
-                subtitle_idx.append(i)
             else:
+                line = frame.lines[i]
                 scene_entries.append((frame.timestamp_s, line.text, line.score))
+        entries = []
         for k in reading_order([frame.lines[i].box for i in subtitle_idx]):
             line = frame.lines[subtitle_idx[k]]
-            subtitle_entries.append((frame.timestamp_s, line.text, line.score))
+            entries.append((frame.timestamp_s, line.text, line.score))
+        subtitle_frames.append(entries)
+    subtitle_entries = drop_growing_prefixes(subtitle_frames, config)
 
     overlay_entries = []
     for t in tracks:

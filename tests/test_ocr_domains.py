@@ -434,3 +434,72 @@ def test_config_validation():
         DomainConfig(overlay_min_frames=0)
     with pytest.raises(ValueError):
         DomainConfig(position_tol=-0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Word-by-word captions, slides
+
+
+def test_word_by_word_caption_is_written_once_as_the_full_line():
+    frames = video([[sub("Hello")], [sub("Hello big")], [sub("He1lo big world")], [sub("Hello big world")],
+                    [sub("我们")], [sub("我们一起")], [sub("我们一起走吧")], [sub("Next line")]])
+    result = classify_video(frames, W, H)
+    assert result.subtitle_lines == ["He1lo big world", "我们一起走吧", "Next line"]
+    assert all(d == ["subtitle"] for d in result.domains)  # each frame's line keeps its domain
+
+
+def test_prefix_only_dropped_when_the_next_subtitle_frame_extends_it():
+    # "Hello" comes back later as the start of a longer line, but another line came between.
+    frames = video([[sub("Hello")], [sub("Something else")], [sub("Hello world")], [], [sub("Go")],
+                    [sub("Going home")]])
+    # an empty frame between does not separate a line from its extension ("Go" -> "Going home")
+    assert classify_video(frames, W, H).subtitle_lines == ["Hello", "Something else", "Hello world",
+                                                           "Going home"]
+
+
+def slide_lines(footer_h=26, bullet_count=7):
+    """A 1280x720 slide: title, left-aligned bullets reaching the lower band, a centred footer."""
+    lines = [line("Vector search at scale", 420, 60, h=48)]
+    # long bullets: centred enough (centre x 470) to sit in the subtitle place once in the band
+    lines += [line(f"Point number {k} of the talk", 120 + 350, 170 + 72 * k, h=32, w=700)
+              for k in range(bullet_count)]
+    for k in range(bullet_count):  # all bullets share a left edge at x = 120
+        assert abs(lines[1 + k].box[0] - 120) < 1
+    lines += [line("Ada Lovelace  Alan Turing", 640, 655, h=footer_h),
+              line("ada@example.org alan@example.org", 640, 692, h=footer_h)]
+    return lines
+
+
+def test_slide_text_in_the_lower_band_is_scene_not_subtitle():
+    frames = video([slide_lines(), slide_lines()])
+    result = classify_video(frames, W, H)
+    assert result.subtitle_lines == []
+    assert "Ada Lovelace Alan Turing" in result.scene_texts
+    assert "ada@example.org alan@example.org" in result.scene_texts
+    assert "Point number 6 of the talk" in result.scene_texts
+    # without the rules (old behaviour) the lower bullets and the footer were subtitles
+    assert not any("subtitle" in d for d in result.domains)
+
+
+def test_caption_over_a_slide_stays_subtitle():
+    lines = slide_lines(bullet_count=4) + [sub("What we built this year", cy=600)]
+    # the footer is small print; the caption is as large as the bullets
+    result = classify_video(video([lines]), W, H)
+    assert result.subtitle_lines == ["What we built this year"]
+
+
+def test_three_rows_in_the_band_are_a_block_two_are_a_caption():
+    two = [sub("First caption row", cy=600), sub("Second caption row", cy=650)]
+    three = [sub("Row one of a block", cy=580), sub("Row two of a block", cy=630),
+             sub("Row three of a block", cy=680)]
+    assert classify_video(video([two]), W, H).subtitle_lines == ["First caption row", "Second caption row"]
+    result = classify_video(video([three]), W, H)
+    assert result.subtitle_lines == [] and len(result.scene_texts) == 3
+
+
+def test_left_aligned_list_in_the_band_is_scene():
+    # three lines with one left edge (x = 400), in the band and near the centre: a list, not a caption
+    items = [line(text, 400 + 9 * len(text), cy, h=36) for text, cy in
+             (("- apples and pears", 560), ("- oranges", 620), ("- the last item", 680))]
+    result = classify_video(video([items]), W, H)
+    assert "- oranges" in result.scene_texts and result.subtitle_lines == []
