@@ -43,6 +43,7 @@ from models.textframes import (
     TEXT_MAP_W,
     TextChangeDetector,
     TextSamplingConfig,
+    band_crop_top,
     edge_map,
     plan_reads,
     thin_evenly,
@@ -403,15 +404,15 @@ class _Pass:
         seen = list(kept) + [texts[i] for i in keep if texts[i][0].frame_index not in key_indices]
         seen.sort(key=lambda e: (e[0].timestamp_s, e[0].frame_index))
         self._clip_images = {e[0].frame_index: e[1] for e in seen}
-        plan = plan_reads([e[3] for e in seen], self.config.text)
+        band = [e[0].reason == "text-band" and k > 0 and self.config.text.crop_band for k, e in enumerate(seen)]
+        plan = plan_reads([e[3] for e in seen], self.config.text, band)
         frames = []
         for (c, _, img, _), src in zip(seen, plan):
             read = seen[src][0]
             h, w = img.shape[:2]
             crop = 0
             if c.reason == "text-band" and frames and self.config.text.crop_band:  # the first frame has nothing to take the rest from
-                margin = 0.08  # a line straddling the band's top edge is read whole
-                crop = int(max(0.0, self.config.text.band_top - margin) * h)
+                crop = int(band_crop_top(self.config.text) * h)
             keep = None
             if src == len(frames):
                 keep = np.ascontiguousarray(img[crop:]) if crop else img

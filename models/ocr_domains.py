@@ -33,11 +33,13 @@ The rules, in the order they are applied:
        a. it is left-aligned with at least `block_min_lines - 1` other readable lines of its frame
           (left edges within `block_align_tol` of the width: a list);
        b. its frame is a slide -- its other readable lines (not overlay) stand on at least
-          `slide_min_rows` rows: a title and bullets -- and its characters are smaller than the
-          median of those lines (footers and small print, where a caption over a slide is at least
-          as large as the slide's text);
+          `slide_min_rows` rows: a title and bullets -- and its characters are not clearly larger
+          than the median of those lines (under `slide_caption_scale` times it: bullets, footers,
+          page numbers; a caption laid over a slide stands out from the slide's text);
        c. the lines left in that place (after a and b) stand on more than `caption_max_rows` rows
-          (a block, not a caption).
+          (a block, not a caption);
+       d. the same text (spaces ignored) at the same place (`position_tol`) is slide text by a, b or
+          c on another frame: slide text lasts as long as its slide.
   4. Scene: any other readable text (signs, shirts, screens, captions off the subtitle band, slides).
 
 Same text: both strings with whitespace collapsed; equal, or for strings of at least
@@ -134,6 +136,8 @@ class DomainConfig:
     block_align_tol: float = 0.015
     # ... and three rows of other text (a title and two bullets) make a frame a slide.
     slide_min_rows: int = 3
+    # A caption over a slide stands out: its characters are this much larger than the slide's median.
+    slide_caption_scale: float = 1.15
 
     def __post_init__(self):
         for name in ("min_score", "min_height_frac", "min_word_frac", "subtitle_band",
@@ -154,6 +158,8 @@ class DomainConfig:
         for name in ("caption_max_rows", "block_min_lines", "slide_min_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.slide_caption_scale <= 0:
+            raise ValueError(f"slide_caption_scale must be > 0, got {self.slide_caption_scale}")
         if not 0.0 <= self.block_align_tol <= 1.0:
             raise ValueError(f"block_align_tol must be in [0, 1], got {self.block_align_tol}")
 
@@ -362,6 +368,10 @@ def reading_rows(boxes: Sequence) -> list[list[int]]:
     return [sorted(row, key=lambda i: (centers[i][0], i)) for row in rows]
 
 
+def _text_key(text: str) -> str:
+    return normalize_text(text).replace(" ", "")
+
+
 def _left_edge(box) -> float:
     return float(_corners(box)[:, 0].min())
 
@@ -382,7 +392,7 @@ def slide_text_lines(lines: Sequence[TextLine], readable: Sequence[int], candida
     others = [j for j in readable if j not in candidates]
     if others and len(reading_rows([lines[j].box for j in others])) >= config.slide_min_rows:
         median = float(np.median([line_height(lines[j].box) for j in others]))  # b. small print on a slide
-        out.update(i for i in candidates if line_height(lines[i].box) < median)
+        out.update(i for i in candidates if line_height(lines[i].box) < config.slide_caption_scale * median)
     rest = [i for i in candidates if i not in out]
     if len(reading_rows([lines[i].box for i in rest])) > config.caption_max_rows:
         out.update(rest)  # c. a block (what is left once lists and small print are set aside)
@@ -442,7 +452,8 @@ def dedupe_lines(
             continue
         c = seen.get(text)
         if c is None:
-            variants = _deletion_variants(text, config.max_edits)
+            # same_text ignores spaces, so the index is of the text without them ("Firstwash" / "First wash")
+            variants = _deletion_variants(text.replace(" ", ""), config.max_edits)
             near = sorted({j for v in variants for j in index.get(v, ())})
             c = next((j for j in near if _same_normalized(anchors[j], text, config)), None)
             if c is None:
@@ -561,11 +572,26 @@ def classify_video(
 
     subtitle_frames: list[list[tuple[float, str, float]]] = []
     scene_entries: list[tuple[float, str, float]] = []
+    per_frame = []
+    slide_places: dict[str, list[tuple[float, float]]] = {}  # slide text -> where it was seen as such
     for f, frame in enumerate(frames):
         readable = [i for i in range(len(frame.lines)) if domains[f][i] == SCENE]
         placed = [i for i in readable if is_subtitle_position(frame.lines[i].box, width, height, config)]
         slide = slide_text_lines(frame.lines, readable, placed, width, height, config)
-        subtitle_idx = [i for i in placed if i not in slide]
+        for i in slide:
+            slide_places.setdefault(_text_key(frame.lines[i].text), []).append(line_center(frame.lines[i].box))
+        per_frame.append((readable, placed, slide))
+    tol_x, tol_y = config.position_tol * width, config.position_tol * height
+    for f, frame in enumerate(frames):
+        readable, placed, slide = per_frame[f]
+        # Slide text lasts as long as its slide: the same line at the same place is slide text on
+        # every frame, also on one that shows too little of the slide to tell (a band-only read).
+        subtitle_idx = []
+        for i in placed:
+            cx, cy = line_center(frame.lines[i].box)
+            seen = slide_places.get(_text_key(frame.lines[i].text), ())
+            if i not in slide and not any(abs(cx - x) <= tol_x and abs(cy - y) <= tol_y for x, y in seen):
+                subtitle_idx.append(i)
         for i in readable:
             if i in subtitle_idx:
                 domains[f][i] = SUBTITLE

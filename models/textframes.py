@@ -49,7 +49,7 @@ class TextSamplingConfig:
     min_gap_s: float = 0.0  # at most one text frame per this interval (0: one per tick at most)
     quick_line_s: float = 0.3  # a lower-band line shown at least this long is read too (0: off)
     quick_edge_threshold: int = 60  # grey-level step of a quick line's strokes (outlined captions)
-    quick_min_px: int = 40  # new edge pixels a band cell needs on a quick step
+    quick_min_px: int = 40  # new edge pixels a window of 2x2 band cells needs on a quick step
     max_text_frames: int = 256  # per video, whatever its length; more are thinned evenly in time
     # ... or this many per minute of video when that is more: 120, one frame for each line of a video
     # whose captions change every half second, back to back (0: the fixed cap only)
@@ -127,6 +127,13 @@ def _band_cell_sums(mask: np.ndarray) -> np.ndarray:
     return mask[: rows * ch, : cw * _GRID_COLS].reshape(rows, ch, _GRID_COLS, cw).sum(axis=(1, 3))
 
 
+def _windows(sums: np.ndarray) -> np.ndarray:
+    """Sums over every 2x2 block of adjacent cells: a short line straddling cells counts whole."""
+    if sums.shape[0] < 2:
+        return sums[:, :-1] + sums[:, 1:]
+    return sums[:-1, :-1] + sums[1:, :-1] + sums[:-1, 1:] + sums[1:, 1:]
+
+
 def cell_changes(a: np.ndarray, b: np.ndarray, min_px: int) -> tuple[np.ndarray, np.ndarray]:
     """Per grid cell: (share of edges that differ between maps a and b, number that differ).
 
@@ -192,16 +199,24 @@ class TextChangeDetector:
         if timestamp_s >= self._next_tick:
             self._next_tick = timestamp_s + cfg.tick_s - 1e-9
             trigger = self._slow_tick(self.last_edges)
+        quick_only = False
         if cfg.quick_line_s > 0 and timestamp_s >= self._next_quick:
             self._next_quick = timestamp_s + cfg.quick_tick_s - 1e-9
             quick = self._quick_tick(timestamp_s, gray)
+            quick_only = trigger is None and quick is not None
             trigger = trigger or quick
         if trigger is None:
             return False
         if self._last_pick_t is not None and timestamp_s - self._last_pick_t < cfg.min_gap_s:
             return False  # keep the old reference: the next tick outside the gap still sees the change
         self.last_trigger = trigger
-        self._ref = self.last_edges
+        if trigger == "band" and quick_only:
+            # Only the band is read: the text above it is what was read before. A slide that changed
+            # whole is then still new above the band, and the slow rule reads it once it is stable.
+            self._ref = self._ref.copy()
+            self._ref[self._band_px:] = self.last_edges[self._band_px:]
+        else:
+            self._ref = self.last_edges
         self._last_pick_t = timestamp_s
         return True
 
@@ -236,26 +251,43 @@ class TextChangeDetector:
         before, appeared = history[0][1], history[1][1]
         held = appeared & band
         step = held & ~before & ~self._ref[self._band_px:]
-        new = _band_cell_sums(step)
-        fresh = (new >= cfg.quick_min_px) & (new >= cfg.cell_change * _band_cell_sums(held))
+        new = _windows(_band_cell_sums(step))
+        fresh = (new >= cfg.quick_min_px) & (new >= cfg.cell_change * _windows(_band_cell_sums(held)))
         return "band" if fresh.any() else None
 
 
-def plan_reads(edge_maps: list[np.ndarray], config: TextSamplingConfig) -> list[int]:
+BAND_CROP_MARGIN = 0.08  # a band read starts this much (of the height) above band_top: a line straddling it is read whole
+
+
+def band_crop_top(config: TextSamplingConfig) -> float:
+    """Where a band-only read starts, as a fraction of the frame height."""
+    return max(0.0, config.band_top - BAND_CROP_MARGIN)
+
+
+def plan_reads(edge_maps: list[np.ndarray], config: TextSamplingConfig,
+               band_only: list[bool] | None = None) -> list[int]:
     """For frames in time order (their full edge maps), the position each takes its OCR from.
 
     `result[i] == i`: frame i is read. `result[i] == j < i`: frame i reuses frame j's lines, because
     no grid cell's edges changed by `reuse_change` or more since frame j (the last frame read).
+    `band_only[i]`: frame i, when read, is read from `band_crop_top` down and keeps the lines above
+    from the frame read before it; what it then stands for is that frame's map above, its own below.
     """
     plan: list[int] = []
     last_read: int | None = None
+    seen_map: np.ndarray | None = None  # what the last read frame's lines show
     for i, edges in enumerate(edge_maps):
         if last_read is not None:
-            share, differ = cell_changes(edges, edge_maps[last_read], config.min_changed_px)
+            share, differ = cell_changes(edges, seen_map, config.min_changed_px)
             if not ((share >= config.reuse_change) & (differ >= config.min_changed_px)).any():
                 plan.append(last_read)
                 continue
         plan.append(i)
+        if band_only is not None and band_only[i] and seen_map is not None:
+            top = int(band_crop_top(config) * edges.shape[0])
+            seen_map = np.concatenate([seen_map[:top], edges[top:]])
+        else:
+            seen_map = edges
         last_read = i
     return plan
 

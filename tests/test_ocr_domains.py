@@ -239,6 +239,13 @@ def test_dedupe_lines_orders_by_timestamp_keeping_ties_in_given_order():
     assert dedupe_lines([(0.0, "   ", 0.9)]) == []
 
 
+def test_dedupe_lines_ignores_spaces_however_many():
+    # OCR drops every space of a line on one frame: still the same line (same_text says so)
+    entries = [(0.0, "First wash it twice", 0.9), (1.0, "Firstwashittwice", 0.95), (2.0, "Then boil", 0.9)]
+    assert same_text("First wash it twice", "Firstwashittwice")
+    assert dedupe_lines(entries) == ["Firstwashittwice", "Then boil"]
+
+
 def test_dedupe_lines_keeps_numbered_lines_apart():
     entries = [(float(i), f"Chapter {i}", 0.9) for i in range(1, 4)]
     assert dedupe_lines(entries) == ["Chapter 1", "Chapter 2", "Chapter 3"]
@@ -482,10 +489,13 @@ def test_slide_text_in_the_lower_band_is_scene_not_subtitle():
 
 
 def test_caption_over_a_slide_stays_subtitle():
-    lines = slide_lines(bullet_count=4) + [sub("What we built this year", cy=600)]
-    # the footer is small print; the caption is as large as the bullets
+    lines = slide_lines(bullet_count=4) + [line("What we built this year", 640, 600, h=40)]
+    # the footer is small print; the caption (40 px) stands out from the bullets (32 px)
     result = classify_video(video([lines]), W, H)
     assert result.subtitle_lines == ["What we built this year"]
+    # as small as the bullets, it is one more line of the slide
+    lines[-1] = line("What we built this year", 640, 600, h=32)
+    assert classify_video(video([lines]), W, H).subtitle_lines == []
 
 
 def test_three_rows_in_the_band_are_a_block_two_are_a_caption():
@@ -503,3 +513,15 @@ def test_left_aligned_list_in_the_band_is_scene():
              (("- apples and pears", 560), ("- oranges", 620), ("- the last item", 680))]
     result = classify_video(video([items]), W, H)
     assert "- oranges" in result.scene_texts and result.subtitle_lines == []
+
+
+def test_slide_text_stays_slide_text_on_a_frame_that_shows_little_of_the_slide():
+    # frame 0 shows only the band of a slide (the rest not read yet); frame 1 the whole slide
+    partial = [line("Point number 6 of the talk", 470, 602, h=32, w=700)]
+    frames = video([partial, slide_lines()])
+    result = classify_video(frames, W, H)
+    assert result.subtitle_lines == []
+    assert result.domains[0] == ["scene"]
+    # the same words elsewhere on screen are another line: still a subtitle there
+    moved = [line("Point number 6 of the talk", 640, 660, h=32, w=700)]
+    assert classify_video(video([moved, slide_lines()]), W, H).subtitle_lines == ["Point number 6 of the talk"]

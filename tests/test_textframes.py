@@ -687,3 +687,33 @@ def test_quick_settings_are_validated():
             TextSamplingConfig(**kwargs)
     assert TextSamplingConfig(quick_line_s=0).quick_tick_s == 0
     assert TextSamplingConfig().quick_tick_s == pytest.approx(0.1)
+
+
+def test_quick_band_read_leaves_new_text_above_the_band_to_the_slow_rule():
+    """A slide that changes whole: the quick rule reads its band at once; the text above the band was
+    not read, so the slow rule still reads the whole frame once it is stable."""
+    cfg = TextSamplingConfig()
+    upper = [dict(x0=20, x1=300, y0=20 + 25 * k, height=10, stroke=2) for k in range(4)]
+    tick = cfg.quick_tick_s
+    detector = TextChangeDetector(cfg)
+    picks = []
+    for k in range(40):
+        img = frame_with(*upper, LINE_A) if k >= 10 else blank()
+        if detector.observe(k * tick, img):
+            picks.append((k, detector.last_trigger))
+    assert picks[0] == (11, "band")  # appeared at tick 10, held at 11
+    assert len(picks) == 2 and picks[1][1] == "frame" and picks[1][0] > 11
+
+
+def test_plan_reads_band_read_stands_for_the_frame_before_above_the_band():
+    """A band-only read keeps the lines above the band from the frame read before it: a later frame
+    whose upper part differs from *that* (though not from the band frame itself) is read."""
+    cfg = TextSamplingConfig()
+    upper = dict(x0=20, x1=300, y0=30, height=10, stroke=2)
+    maps = [edges_of(blank()), edges_of(frame_with(upper, LINE_A)), edges_of(frame_with(upper, LINE_A))]
+    assert plan_reads(maps, cfg) == [0, 1, 1]
+    assert plan_reads(maps, cfg, [False, False, False]) == [0, 1, 1]
+    assert plan_reads(maps, cfg, [False, True, False]) == [0, 1, 2]  # frame 1 read only its band
+    # a band frame whose upper part did not change is enough for the frames after it
+    maps = [edges_of(frame_with(upper)), edges_of(frame_with(upper, LINE_A)), edges_of(frame_with(upper, LINE_A))]
+    assert plan_reads(maps, cfg, [False, True, False]) == [0, 1, 1]
