@@ -88,7 +88,7 @@ def add_arguments(parser) -> None:
     ocr.add_argument("--text-frames-per-min", dest="text_frames_per_min", type=float,
                      default=TextSamplingConfig.text_frames_per_min,
                      help="text frames allowed per minute of a long video (default %(default)s: one per "
-                          "1.5 s line; 0 keeps --max-text-frames for every length)")
+                          "half-second caption; 0 keeps --max-text-frames for every length)")
     asr = parser.add_argument_group("ASR")
     switch(asr, "asr", True, "ASR of the default audio track")
     asr.add_argument("--asr-model", dest="asr_model", default="default",
