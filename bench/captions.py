@@ -1,6 +1,7 @@
 """Quick captions and slides: subtitle recall by how long a line is shown, pipeline vs naive.
 
     python -m bench.captions [--cache DIR] [--compare-slow]     # standalone: decode + OCR only
+    python -m bench.captions --ocr-cost [--media DIR]           # OCR time on bench.e2e's --quick main set
     (bench/run.sh: bench.e2e adds both videos to its main set and prints `report_captions`)
 
 Inputs (built once, cached under --cache/inputs, default bench/results/e2e/inputs, which git ignores;
@@ -22,6 +23,12 @@ defaults and `transforms.ocr.read_video` (the body of the OCR DoFn); the naive s
 second at the OCR engine's text resolution; `--compare-slow` adds the pipeline without quick lines
 (`quick_line_s=0`, the text-frame detector before issue 23). One RapidOCR engine, one thread; OCR
 seconds are the sum of `engine.read` calls (CPU time of the calling thread).
+
+`--ocr-cost`: the price of quick lines on bench.e2e's --quick main set without the new videos
+(gen-10s, gen-60s, nasa_13013, chaplin, counter): per video, the frames each side's plan reads
+(with and without quick lines, `decode_keyframes` + the plan, band crops included), every distinct
+read timed once (CPU time of the reading thread) in time order, the sides sharing the frames they
+both read; a side's OCR time is the sum over its reads. Also the decode pass's CPU time per side.
 """
 
 from __future__ import annotations
@@ -81,29 +88,25 @@ NARRATION = ("Hello, this talk is about searching videos at a large scale.",
 SLIDE_S = 6.0
 
 
-def _inputs(cache: str) -> str:
+def _cached(cache: str, name: str) -> tuple[str, str, dict | None]:
+    """(video path, truth path, truth if both are built and current, else None)."""
     folder = os.path.join(cache, "inputs")
     os.makedirs(folder, exist_ok=True)
-    return folder
-
-
-def _cached(path: str, truth_path: str):
+    path, truth_path = os.path.join(folder, f"{name}.mp4"), os.path.join(folder, f"{name}.json")
     if os.path.exists(path) and os.path.exists(truth_path):
         with open(truth_path) as f:
             truth = json.load(f)
         if truth.get("version") == VERSION:
-            return truth
-    return None
+            return path, truth_path, truth
+    return path, truth_path, None
 
 
 def build_captions(cache: str) -> tuple[str, dict]:
     """(path, truth) of the quick-caption video; truth["captions"]: [start_s, end_s, text, shown_s]."""
     from tests.avgen import Caption, caption_video
 
-    folder = _inputs(cache)
     name = "captions-40"
-    path, truth_path = os.path.join(folder, f"{name}.mp4"), os.path.join(folder, f"{name}.json")
-    truth = _cached(path, truth_path)
+    path, truth_path, truth = _cached(cache, name)
     if truth is not None:
         return path, truth
     plan = caption_plan()
@@ -130,10 +133,8 @@ def build_slides(cache: str) -> tuple[str, dict]:
     from pipelines.make_sample import AUDIO_SAMPLE_RATE, synthesize_speech
     from tests.avgen import mux_av, slide_image
 
-    folder = _inputs(cache)
     name = "slides"
-    path, truth_path = os.path.join(folder, f"{name}.mp4"), os.path.join(folder, f"{name}.json")
-    truth = _cached(path, truth_path)
+    path, truth_path, truth = _cached(cache, name)
     if truth is not None:
         return path, truth
     images = [slide_image(SIZE, title, bullets, footer) for title, bullets, footer in SLIDES]
@@ -273,6 +274,48 @@ class _Timed:
             self.calls += 1
 
 
+def ocr_cost(cache: str, media: str) -> None:
+    """Prints OCR reads and seconds per main-set video, quick lines on vs off (see the module doc)."""
+    from bench._common import print_table
+    from bench.e2e import QUICK_MEDIA, build_generated
+    from models.decode import DecodeConfig, decode_keyframes
+    from models.ocr import OcrConfig, load_engine
+    from models.textframes import TextSamplingConfig
+
+    videos = [(f"gen-{n}s", build_generated(cache, n)[0]) for n in (10, 60)]
+    videos += [(os.path.splitext(f)[0], os.path.join(media, f)) for f in QUICK_MEDIA
+               if os.path.exists(os.path.join(media, f))]
+    engine = load_engine(OcrConfig(threads=1))
+    sides = {"quick lines": TextSamplingConfig(), "slow rule only": TextSamplingConfig(quick_line_s=0)}
+    rows, totals = [], {name: [0, 0.0, 0.0] for name in sides}
+    for vid, path in videos:
+        plans, decode_s = {}, {}
+        for name, cfg in sides.items():
+            started = time.process_time()
+            decoded = decode_keyframes(path, DecodeConfig(text=cfg))
+            decode_s[name] = time.process_time() - started
+            plans[name] = {(f.frame_index, f.crop_top): f.image for f in decoded.ocr_frames if f.image is not None}
+        took = {}
+        for key in sorted(set().union(*plans.values())):
+            image = next(p[key] for p in plans.values() if key in p)
+            started = time.thread_time()
+            engine.read(image)
+            took[key] = time.thread_time() - started
+        row = [vid]
+        for name in sides:
+            secs = sum(took[k] for k in plans[name])
+            totals[name][0] += len(plans[name])
+            totals[name][1] += secs
+            totals[name][2] += decode_s[name]
+            row += [len(plans[name]), f"{secs:.2f}", f"{decode_s[name]:.2f}"]
+        rows.append(row)
+    rows.append(["TOTAL"] + [x for name in sides for x in (totals[name][0], f"{totals[name][1]:.2f}",
+                                                         f"{totals[name][2]:.2f}")])
+    print_table(["video"] + [f"{name}: {what}" for name in sides for what in ("reads", "OCR s", "decode s")], rows)
+    on, off = totals["quick lines"][1], totals["slow rule only"][1]
+    print(f"OCR time with quick lines / without: {on / off:.3f}x (decode pass {totals['quick lines'][2] / totals['slow rule only'][2]:.3f}x)")
+
+
 def main(argv=None) -> int:
     from bench._common import machine_line, print_table
     from models.ocr import OcrConfig, load_engine
@@ -282,8 +325,14 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", default=DEFAULT_CACHE, help="where the inputs are built (default %(default)s)")
     parser.add_argument("--compare-slow", action="store_true",
                         help="also the pipeline without quick lines (quick_line_s=0)")
+    parser.add_argument("--ocr-cost", action="store_true", help="OCR time of quick lines on bench.e2e's --quick main set")
+    parser.add_argument("--media", default=os.path.normpath(os.path.join(REPO, "..", "shared", "media", "video")),
+                        help="real videos for --ocr-cost (default %(default)s)")
     args = parser.parse_args(argv)
     print(f"# bench.captions; {machine_line()}; {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
+    if args.ocr_cost:
+        ocr_cost(os.path.abspath(args.cache), args.media)
+        return 0
     cap_path, cap_truth = build_captions(os.path.abspath(args.cache))
     slide_path, slide_truth = build_slides(os.path.abspath(args.cache))
     engine = load_engine(OcrConfig(threads=1))
