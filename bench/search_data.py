@@ -1,0 +1,132 @@
+"""Synthetic data shaped like a search index's, for the search benchmarks. No timing here.
+
+* `clip_like_vectors(n, dim, seed)`: unit vectors in a narrow cone with a long tail, like CLIP
+  image embeddings (real ones have a high mean pairwise cosine, and their variance is spread
+  over many directions with a decaying spectrum), with topics of Zipf-distributed sizes that
+  overlap instead of forming well-separated clusters (those make every ANN look perfect).
+* `text_docs(n, seed)`: documents with the text fields of `videos` (title, subtitle, scene, speech),
+  mixed Chinese (real words from jieba's dictionary, written without spaces, so segmentation has
+  work to do) and English-like words, both drawn from Zipf distributions.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _spectrum(dim: int, alpha: float) -> np.ndarray:
+    """Per-direction scales with a power-law decay (a long tail of weak directions)."""
+    return (np.arange(1, dim + 1, dtype=np.float64) ** -alpha).astype(np.float32)
+
+
+def clip_like_vectors(n: int, dim: int = 512, seed: int = 0, *, topics: int = 20000,
+                      batch: int = 100_000) -> np.ndarray:
+    """float32 [n, dim], L2-normalised. Mean pairwise cosine about 0.4 (see `mean_pairwise_cosine`).
+
+    x = mean direction + topic offset (topic drawn Zipf(1.1) over `topics`) + per-video offset,
+    both offsets with a power-law spectrum in a random rotation, then normalised."""
+    rng = np.random.default_rng(seed)
+    rot, _ = np.linalg.qr(rng.standard_normal((dim, dim)).astype(np.float32))
+    rot = rot.astype(np.float32)
+    scale = _spectrum(dim, 0.5)
+    scale *= np.float32(1.0 / np.linalg.norm(scale))
+    mean = rng.standard_normal(dim).astype(np.float32)
+    mean /= np.linalg.norm(mean)
+    centres = (rng.standard_normal((topics, dim)).astype(np.float32) * scale) @ rot
+    ranks = np.arange(1, topics + 1, dtype=np.float64)
+    p = ranks ** -1.1
+    p /= p.sum()
+    out = np.empty((n, dim), np.float32)
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        topic = rng.choice(topics, size=m, p=p)
+        own = (rng.standard_normal((m, dim)).astype(np.float32) * scale) @ rot
+        x = 0.8 * mean + 0.7 * centres[topic] + 0.75 * own
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        out[start:start + m] = x
+    return out
+
+
+def mean_pairwise_cosine(x: np.ndarray, sample: int = 2000, seed: int = 0) -> float:
+    rng = np.random.default_rng(seed)
+    s = x[rng.choice(len(x), size=min(sample, len(x)), replace=False)]
+    g = s @ s.T
+    k = len(s)
+    return float((g.sum() - np.trace(g)) / (k * (k - 1)))
+
+
+def _chinese_words(limit: int = 60000) -> list[str]:
+    """The most frequent multi-character words of jieba's dictionary (its own word list)."""
+    import jieba
+
+    path = os.path.join(os.path.dirname(jieba.__file__), "dict.txt")
+    words = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            word, freq = line.split(" ")[:2]
+            if len(word) >= 2 and all("\u4e00" <= c <= "\u9fff" for c in word):
+                words.append((int(freq), word))
+    words.sort(key=lambda fw: (-fw[0], fw[1]))
+    return [w for _, w in words[:limit]]
+
+
+def _latin_words(count: int, rng) -> list[str]:
+    consonants, vowels = "bcdfghjklmnpqrstvwxz", "aeiouy"
+    words = set()
+    while len(words) < count:
+        length = int(rng.integers(2, 6))
+        words.add("".join(rng.choice(list(consonants)) + rng.choice(list(vowels)) for _ in range(length // 2 + 1)))
+    return sorted(words)
+
+
+FIELDS = ("title", "ocr_subtitle_text", "ocr_scene_text", "asr_text")
+_FIELD_TERMS = {"title": (4, 12), "ocr_subtitle_text": (0, 30), "ocr_scene_text": (0, 8), "asr_text": (0, 40)}
+
+
+class TextGenerator:
+    """Zipf(1.1) draws over a Chinese and a Latin vocabulary; one instance per seed."""
+
+    def __init__(self, seed: int = 0, zh_vocab: int = 60000, en_vocab: int = 50000):
+        self.rng = np.random.default_rng(seed)
+        self.zh = _chinese_words(zh_vocab)
+        self.en = _latin_words(en_vocab, self.rng)
+        self.p_zh = self._zipf(len(self.zh))
+        self.p_en = self._zipf(len(self.en))
+
+    @staticmethod
+    def _zipf(n: int) -> np.ndarray:
+        p = np.arange(1, n + 1, dtype=np.float64) ** -1.1
+        return p / p.sum()
+
+    def phrase(self, terms: int, zh_share: float) -> str:
+        n_zh = int(self.rng.binomial(terms, zh_share))
+        zh = [self.zh[i] for i in self.rng.choice(len(self.zh), size=n_zh, p=self.p_zh)]
+        en = [self.en[i] for i in self.rng.choice(len(self.en), size=terms - n_zh, p=self.p_en)]
+        # Chinese runs are written without spaces (segmentation has work to do), Latin words with.
+        parts, zi, ei = [], 0, 0
+        order = self.rng.permutation(["z"] * len(zh) + ["e"] * len(en))
+        run: list[str] = []
+        for kind in order:
+            if kind == "z":
+                run.append(zh[zi]); zi += 1
+            else:
+                if run:
+                    parts.append("".join(run)); run = []
+                parts.append(en[ei]); ei += 1
+        if run:
+            parts.append("".join(run))
+        return " ".join(parts)
+
+    def doc(self) -> dict[str, str]:
+        zh_share = 0.8 if self.rng.random() < 0.7 else 0.2
+        out = {}
+        for field in FIELDS:
+            lo, hi = _FIELD_TERMS[field]
+            terms = int(self.rng.integers(lo, hi + 1))
+            out[field] = self.phrase(terms, zh_share) if terms else None
+        return out
+
+    def query(self, terms: int = 3) -> str:
+        return self.phrase(terms, 0.7)

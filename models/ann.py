@@ -1,0 +1,304 @@
+"""The vector index of `vmm index` / `vmm search`: faiss, its type chosen by count and memory. No Beam.
+
+Consumes L2-normalised float vectors [N, D] (video embeddings; inner product = cosine), either in
+memory or as the float16 file a shard keeps next to its index. Produces a `VectorIndex` that
+answers `search(queries [B, D], k) -> (scores [B, k], rows [B, k])` with rows into that file
+(-1 where fewer than k were found), and the `AnnChoice` record written into `index.json`.
+
+Which type (`plan_index`), for a budget of `max_memory` bytes of RAM at search time:
+  * `flat` (exact, `IndexFlatIP`) up to `FLAT_MAX` vectors: below that a full scan of 512-d
+    vectors takes under a millisecond and nothing approximate is worth its recall loss;
+  * `hnsw` (`IndexHNSWFlat`, M = 32, efConstruction = 80) while its vectors and graph fit the budget;
+  * `ivfpq` beyond: an inverted file over k-means cells (nlist ~ 4 sqrt(N), a power of two) with
+    4-bit fast-scan product-quantisation codes (D/8 bytes a vector), whose candidates are re-ranked
+    exactly on the float16 vectors, memory-mapped from the shard's file (only the re-ranked rows
+    are read).
+The search parameters (`efSearch`, or `nprobe` with the re-ranking depth) are tuned at build time
+(`tune`): a seeded sample of the index's own vectors queries it, each against its exact top 10
+*other* vectors (a vector's own row is left out, as `--like` does); of the settings reaching
+`target_recall` the fastest is kept, with its measured recall@10 and latency.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+FLAT_MAX = 10_000
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+NPROBE_GRID = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
+REFINE_FACTOR = 8  # ivfpq: candidates re-ranked exactly = k x this (tuned over REFINE_GRID)
+REFINE_GRID = (4, 8, 16, 32, 64)
+TRAIN_POINTS_PER_CELL = 32  # ivfpq k-means sample; faiss warns below 39 but recall is tuned anyway
+_CHUNK = 65536
+
+
+class AnnError(ValueError):
+    """A vector index cannot be built or used as asked; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnChoice:
+    kind: str  # "flat" | "hnsw" | "ivfpq"
+    count: int
+    dim: int
+    factory: str  # the faiss index_factory string
+    memory_bytes: int  # estimated RAM at search time
+    reason: str
+    params: dict = dataclasses.field(default_factory=dict)  # build parameters (M, nlist, ...)
+    search: dict = dataclasses.field(default_factory=dict)  # tuned search parameters
+    recall_at_10: float | None = None
+    tuning: list = dataclasses.field(default_factory=list)  # [{param: value, recall_at_10, p50_ms}]
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "AnnChoice":
+        return cls(**d)
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+def hnsw_memory(n: int, dim: int, m: int = HNSW_M) -> int:
+    # float32 vectors + level-0 links (2M ids of 4 bytes) + upper levels (~1/M of the nodes) + ids.
+    return int(n * (dim * 4 + 2 * m * 4 * 1.07 + 16))
+
+
+def ivf_params(n: int, dim: int) -> dict:
+    nlist = 2 ** max(4, min(16, int(round(math.log2(4 * math.sqrt(max(n, 1)))))))
+    m = dim // 8 if dim % 8 == 0 else dim // 4 if dim % 4 == 0 else dim // 2
+    return {"nlist": nlist, "pq_m": m, "pq_bits": 4}
+
+
+def ivf_memory(n: int, dim: int) -> int:
+    p = ivf_params(n, dim)
+    codes = n * (p["pq_m"] * p["pq_bits"] // 8 + 8)
+    return int(codes + p["nlist"] * dim * 4)
+
+
+def plan_index(n: int, dim: int, max_memory: int) -> AnnChoice:
+    """The index type for n vectors of dim under a RAM budget of max_memory bytes (see module doc)."""
+    if n <= 0:
+        raise AnnError("no vectors to index")
+    flat = n * dim * 4
+    if n <= FLAT_MAX and flat <= max_memory:
+        return AnnChoice("flat", n, dim, "Flat", flat,
+                         f"{n} vectors <= {FLAT_MAX}: exact search costs under a millisecond")
+    hnsw = hnsw_memory(n, dim)
+    if hnsw <= max_memory:
+        return AnnChoice("hnsw", n, dim, f"HNSW{HNSW_M},Flat", hnsw,
+                         f"{n} vectors > {FLAT_MAX}; HNSW{HNSW_M} needs ~{hnsw / 2**30:.2f} GiB "
+                         f"<= the {max_memory / 2**30:.2f} GiB budget",
+                         params={"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION})
+    p = ivf_params(n, dim)
+    ivf = ivf_memory(n, dim)
+    if ivf > max_memory:
+        raise AnnError(
+            f"{n} vectors of dim {dim} need ~{ivf / 2**30:.2f} GiB even as {p['pq_m']}-byte PQ codes: over the "
+            f"{max_memory / 2**30:.2f} GiB budget (--max-index-memory); raise it or build more shards (--shards)")
+    factory = f"IVF{p['nlist']},PQ{p['pq_m']}x{p['pq_bits']}fs"
+    return AnnChoice("ivfpq", n, dim, factory, ivf,
+                     f"HNSW{HNSW_M} would need ~{hnsw / 2**30:.2f} GiB > the {max_memory / 2**30:.2f} GiB budget; "
+                     f"IVF-PQ codes ~{ivf / 2**30:.2f} GiB, re-ranked on the float16 vectors (memory-mapped)",
+                     params={**p, "refine_factor": REFINE_FACTOR})
+
+
+def _as_f32(x) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def build_index(vectors: np.ndarray, choice: AnnChoice, *, seed: int = 0):
+    """The faiss index of `choice` over `vectors` ([N, D], float16 or float32, e.g. a memmap),
+    added in chunks so only the index and one chunk are held as float32 beyond the input."""
+    faiss = _faiss()
+    n, dim = vectors.shape
+    if choice.kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif choice.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, choice.params["M"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = choice.params["efConstruction"]
+    elif choice.kind == "ivfpq":
+        index = faiss.index_factory(dim, choice.factory, faiss.METRIC_INNER_PRODUCT)
+        nlist = choice.params["nlist"]
+        rng = np.random.default_rng(seed)
+        take = min(n, nlist * TRAIN_POINTS_PER_CELL)
+        sample = np.sort(rng.choice(n, size=take, replace=False))
+        ivf = faiss.extract_index_ivf(index)
+        ivf.cp.seed = seed
+        ivf.cp.niter = 10
+        index.train(_as_f32(vectors[sample]))
+    else:
+        raise AnnError(f"unknown vector index kind {choice.kind!r}")
+    for start in range(0, n, _CHUNK):
+        index.add(_as_f32(vectors[start:start + _CHUNK]))
+    return index
+
+
+def exact_neighbours(vectors: np.ndarray, query_rows: np.ndarray, k: int = 10) -> np.ndarray:
+    """Rows [Q, k] of each query row's k most similar *other* rows, by exact inner product,
+    scanning `vectors` in chunks (float16 memmaps included). Ties go to the lower row."""
+    q = _as_f32(vectors[query_rows])
+    best_s = np.full((len(q), k), -np.inf, np.float32)
+    best_r = np.full((len(q), k), -1, np.int64)
+    for start in range(0, len(vectors), _CHUNK):
+        block = _as_f32(vectors[start:start + _CHUNK])
+        s = q @ block.T
+        rows = np.arange(start, start + len(block))
+        s[query_rows[:, None] == rows[None, :]] = -np.inf
+        s_all = np.concatenate([best_s, s], axis=1)
+        r_all = np.concatenate([best_r, np.broadcast_to(rows, s.shape)], axis=1)
+        order = _top_k(s_all, r_all, k)
+        best_s = np.take_along_axis(s_all, order, 1)
+        best_r = np.take_along_axis(r_all, order, 1)
+    return best_r
+
+
+def _top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Column order of each row's k best (score desc, row asc)."""
+    part = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, : k + 1]
+    s = np.take_along_axis(scores, part, 1)
+    r = np.take_along_axis(rows, part, 1)
+    order = np.stack([np.lexsort((r[i], -s[i])) for i in range(len(s))])[:, :k]
+    return np.take_along_axis(part, order, 1)
+
+
+class VectorIndex:
+    """A built or loaded faiss index plus the float16 vectors (for re-ranking and `--like`).
+
+    Thread safety: faiss searches are read-only on the index; the search parameter is passed per
+    call (faiss SearchParameters), never set on the shared index."""
+
+    def __init__(self, index, choice: AnnChoice, vectors: np.ndarray):
+        self.index = index
+        self.choice = choice
+        self.vectors = vectors  # float16 [N, D], usually a read-only memmap
+
+    def _params(self, setting: dict):
+        faiss = _faiss()
+        kind = self.choice.kind
+        if kind == "hnsw":
+            return faiss.SearchParametersHNSW(efSearch=int(setting.get("efSearch", 64)))
+        if kind == "ivfpq":
+            return faiss.SearchParametersIVF(nprobe=int(setting.get("nprobe", 16)))
+        return None
+
+    def search(self, queries: np.ndarray, k: int, *, setting: dict | None = None, exclude: np.ndarray | None = None):
+        """(scores float32 [B, k], rows int64 [B, k]) by inner product, best first; -1 rows pad.
+        `exclude` (int64 [B]): a row to leave out of each query's results (its own, for `--like`)."""
+        q = _as_f32(np.atleast_2d(queries))
+        want = k + (1 if exclude is not None else 0)
+        want = min(want, self.choice.count)
+        setting = self.choice.search if setting is None else setting
+        params = self._params(setting)
+        if self.choice.kind == "ivfpq":
+            fetch = min(self.choice.count, want * int(setting.get("refine_factor", REFINE_FACTOR)))
+            _, cand = self.index.search(q, fetch, params=params)
+            scores, rows = self._rerank(q, cand, want)
+        else:
+            scores, rows = self.index.search(q, want, params=params) if params is not None else self.index.search(q, want)
+        if exclude is not None:
+            keep_s = np.full((len(q), k), -np.inf, np.float32)
+            keep_r = np.full((len(q), k), -1, np.int64)
+            for i in range(len(q)):
+                m = rows[i] != exclude[i]
+                s, r = scores[i][m][:k], rows[i][m][:k]
+                keep_s[i, : len(s)], keep_r[i, : len(r)] = s, r
+            scores, rows = keep_s, keep_r
+        elif rows.shape[1] < k:
+            pad = k - rows.shape[1]
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
+        return scores, rows
+
+    def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int):
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        rows = np.full((len(q), k), -1, np.int64)
+        for i in range(len(q)):
+            c = cand[i][cand[i] >= 0]
+            if not len(c):
+                continue
+            c = np.unique(c)  # sorted rows: a sequential read of the memmap, and ties to the lower row
+            s = _as_f32(self.vectors[c]) @ q[i]
+            order = np.lexsort((c, -s))[:k]
+            scores[i, : len(order)], rows[i, : len(order)] = s[order], c[order]
+        return scores, rows
+
+    # ---- tuning -------------------------------------------------------------------------------
+
+    def tune(self, *, target_recall: float = 0.95, queries: int = 500, seed: int = 0, k: int = 10) -> AnnChoice:
+        """Measure recall@k against exact search on a sample of the index's own vectors for each
+        setting of the grid, keep the smallest that reaches target_recall (or the best there is)."""
+        n = self.choice.count
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(n, size=min(queries, n), replace=False))
+        if self.choice.kind == "flat":
+            self.choice = dataclasses.replace(self.choice, recall_at_10=1.0, search={}, tuning=[])
+            return self.choice
+        truth = exact_neighbours(self.vectors, rows, k)
+        q = _as_f32(self.vectors[rows])
+        if self.choice.kind == "hnsw":
+            plans = [[{"efSearch": ef} for ef in EF_GRID]]
+        else:
+            nprobes = [p for p in NPROBE_GRID if p <= self.choice.params["nlist"]]
+            plans = [[{"nprobe": p, "refine_factor": rf} for p in nprobes] for rf in REFINE_GRID]
+        tried, reached = [], []
+        for plan in plans:  # each plan: settings of rising cost; stop at the first that reaches the target
+            for setting in plan:
+                entry = self._measure(q, rows, truth, setting, k)
+                tried.append(entry)
+                logger.info("vector index %s: %s recall@10 %.4f p50 %.3f ms", self.choice.kind, setting,
+                            entry["recall_at_10"], entry["p50_ms"])
+                if entry["recall_at_10"] >= target_recall:
+                    reached.append(entry)
+                    break
+        if reached:
+            chosen = min(reached, key=lambda e: e["p50_ms"])
+        else:
+            chosen = max(tried, key=lambda e: e["recall_at_10"])
+            logger.warning("vector index %s: recall@10 %.4f < %.2f at every setting tried; keeping %s",
+                           self.choice.kind, chosen["recall_at_10"], target_recall, chosen["setting"])
+        self.choice = dataclasses.replace(self.choice, search=dict(chosen["setting"]),
+                                          recall_at_10=chosen["recall_at_10"], tuning=tried)
+        return self.choice
+
+    def _measure(self, q: np.ndarray, rows: np.ndarray, truth: np.ndarray, setting: dict, k: int) -> dict:
+        t = []
+        found = np.empty((len(rows), k), np.int64)
+        for i in range(len(rows)):
+            t0 = time.perf_counter()
+            _, r = self.search(q[i: i + 1], k, setting=setting, exclude=rows[i: i + 1])
+            t.append(time.perf_counter() - t0)
+            found[i] = r[0]
+        recall = float(np.mean([len(set(found[i]) & set(truth[i])) / k for i in range(len(rows))]))
+        t.sort()
+        return {"setting": dict(setting), "recall_at_10": round(recall, 4), "p50_ms": round(1000 * t[len(t) // 2], 3),
+                "p99_ms": round(1000 * t[min(len(t) - 1, int(len(t) * 0.99))], 3)}
+
+    # ---- files --------------------------------------------------------------------------------
+
+    def save(self, path: str) -> None:
+        _faiss().write_index(self.index, path)
+
+    @classmethod
+    def load(cls, path: str, choice: AnnChoice, vectors: np.ndarray, *, mmap: bool = True) -> "VectorIndex":
+        faiss = _faiss()
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap and choice.kind != "hnsw" else 0
+        return cls(faiss.read_index(path, flags), choice, vectors)
+
+
+def choice_json(choice: AnnChoice) -> str:
+    return json.dumps(choice.to_json(), sort_keys=True)

@@ -1,0 +1,114 @@
+"""The query encoder: a text or an image into an index's CLIP space, with the index's own weights.
+
+Consumes the CLIP model and weights id an index records (`vmm.clip_model`, `vmm.clip_weights`:
+a pretrained tag, `file:<name>:sha256:<16 hex>` for a local checkpoint, or `none`) and what the
+user passed as `--clip-pretrained` (None: take the recorded weights). Produces L2-normalised
+float32 vectors [D] (`encode_text`, `encode_image`) and, for visual words, an image's patch
+vectors [H*W, D] (`encode_image_and_patches`).
+
+The weights rule (the same as `vmm extract`'s, checked before any model is loaded):
+  * nothing passed: the recorded pretrained tag, or `none` for an index built with `none`; an
+    index built from a local checkpoint needs that checkpoint's path (`--clip-pretrained PATH`);
+  * a tag or `none`: must equal the recorded weights id;
+  * a path: its weights id (file name and content hash) must equal the recorded one.
+A mismatch raises `QueryEncoderMismatch` with both ids: vectors of other weights live in another
+space, and their neighbours would be noise.
+
+Thread safety: the model loads once, under a lock, on first use; encoding is no-grad and reads
+the model only, so one encoder serves many threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+
+from models import clip
+
+logger = logging.getLogger(__name__)
+
+
+class QueryEncoderMismatch(ValueError):
+    """The query encoder's model or weights are not the index's; the message gives both."""
+
+
+def resolve_weights(index_model: str, index_weights: str, pretrained: str | None) -> clip.ClipConfig:
+    """The ClipConfig to encode queries for an index with (model, weights id), or a mismatch error."""
+    if pretrained is None:
+        if index_weights.startswith("file:"):
+            raise QueryEncoderMismatch(
+                f"the index was built from a local checkpoint ({index_weights}); pass the same file as "
+                f"--clip-pretrained PATH to encode queries")
+        return clip.ClipConfig(index_model, index_weights)
+    config = clip.ClipConfig(index_model, pretrained)
+    if config.is_file:
+        try:
+            given = clip.weights_id(config)
+        except OSError as e:
+            raise QueryEncoderMismatch(f"cannot read --clip-pretrained {pretrained!r}: {e}") from e
+    else:
+        given = clip.NO_WEIGHTS if config.is_random else pretrained
+    if given != index_weights:
+        raise QueryEncoderMismatch(
+            f"--clip-pretrained {pretrained!r} is {given}, but the index's vectors were made with "
+            f"{index_model} weights {index_weights}: queries would land in another space")
+    return config
+
+
+class QueryEncoder:
+    """CLIP text and image towers of an index's model and weights. Cheap constructor; the model
+    loads on the first encode (or `load()`)."""
+
+    def __init__(self, index_model: str, index_weights: str, pretrained: str | None = None, *,
+                 device: str = "cpu", threads: int = 0):
+        base = resolve_weights(index_model, index_weights, pretrained)
+        self.config = clip.ClipConfig(base.model_name, base.pretrained, device=device, threads=threads)
+        self.index_weights = index_weights
+        self._encoder: clip.ClipEncoder | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> clip.ClipEncoder:
+        if self._encoder is None:
+            with self._lock:
+                if self._encoder is None:
+                    clip.check_weights(self.config)
+                    encoder = clip.ClipEncoder(self.config).load()
+                    if encoder.weights_id != self.index_weights:  # a checkpoint changed since it was checked
+                        raise QueryEncoderMismatch(
+                            f"loaded weights {encoder.weights_id} differ from the index's {self.index_weights}")
+                    self._encoder = encoder
+        return self._encoder
+
+    @property
+    def dim(self) -> int:
+        return clip.embed_dim(self.config.model_name)
+
+    def encode_text(self, text: str) -> np.ndarray:
+        return self.load().encode_texts([text])[0]
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        return self.load().encode_texts(list(texts))
+
+    def encode_image(self, image: np.ndarray) -> np.ndarray:
+        return self.load().encode_images([image])[0]
+
+    def encode_image_and_patches(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(frame vector [D], patch vectors [H*W, D] or None for a model without patch tokens)."""
+        encoder = self.load()
+        if encoder.patch_grid() is None:
+            return encoder.encode_images([image])[0], None
+        pooled, patches = encoder.encode_images_and_patches([image])
+        return pooled[0], patches[0]
+
+
+def read_image(path: str) -> np.ndarray:
+    """An image file as uint8 RGB [h, w, 3]; ValueError with the reason when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise ValueError(f"cannot read image {path!r}: {e}") from e

@@ -1,0 +1,201 @@
+"""The parts of search with no pipeline: text analysis, BM25, the vector index, visual words, fusion,
+the query encoder's weights rule."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from models import ann, fusion
+from models.text import analyze
+
+
+# ---- text analysis ---------------------------------------------------------------------------
+
+
+def test_analyze_segments_chinese_and_folds_latin():
+    assert analyze("红色水壶 Kettle, iPhone15 价格2024年！") == ["红色", "水壶", "kettle", "iphone15", "价格", "2024", "年"]
+    # Search mode: a long word also yields its dictionary sub-words, so a part matches the whole.
+    terms = analyze("中华人民共和国")
+    assert "中华人民共和国" in terms and "共和国" in terms and "人民" in terms
+    assert analyze("红色的水壶") == ["红色", "的", "水壶"]
+    assert analyze("") == [] and analyze(None) == []
+    assert analyze("...!!! ---") == []
+    assert analyze("ÉCOLE Straße") == ["école", "strasse"]
+
+
+# ---- BM25 ------------------------------------------------------------------------------------
+
+
+def _text_index(tmp_path, docs, fields=None):
+    from models.bm25 import TextIndex
+
+    fields = fields or {"title": 2.0, "asr_text": 1.0}
+    index = TextIndex(str(tmp_path / "text"), fields)
+    index.add(enumerate(docs))
+    return index
+
+
+def test_bm25_finds_chinese_inside_unspaced_text_and_weights_fields(tmp_path):
+    docs = [
+        {"title": "今天我们去市场买了一个红色的水壶", "asr_text": "hello world"},
+        {"title": "蓝色杯子", "asr_text": "a red kettle on the stove"},
+        {"title": "kettle", "asr_text": "nothing else"},
+        {"title": None, "asr_text": "水壶 水壶"},
+    ]
+    index = _text_index(tmp_path, docs)
+    hits = index.search("红色水壶", 10)
+    assert hits[0][0] == 0  # both terms, in the title (weight 2)
+    assert {r for r, _ in hits} == {0, 3}
+    # A title match (weight 2) outranks the same word in speech.
+    kettle = index.search("Kettle", 10)
+    assert [r for r, _ in kettle] == [2, 1]
+    assert index.search("absent 火车站", 10) == []
+    # Added documents are searchable next to the old ones (what --update relies on).
+    index.add([(4, {"title": "红色水壶 红色水壶", "asr_text": None})])
+    assert index.search("红色水壶", 10)[0][0] == 4
+
+
+# ---- vector index ----------------------------------------------------------------------------
+
+
+def _cone(n, dim=64, seed=0):
+    from bench.search_data import clip_like_vectors
+
+    return clip_like_vectors(n, dim, seed, topics=200)
+
+
+def test_plan_follows_count_and_budget():
+    assert ann.plan_index(5000, 512, 4 << 30).kind == "flat"
+    assert ann.plan_index(200_000, 512, 4 << 30).kind == "hnsw"
+    big = ann.plan_index(200_000, 512, 200 << 20)
+    assert big.kind == "ivfpq" and big.params["pq_m"] == 64 and "IVF" in big.factory
+    with pytest.raises(ann.AnnError, match="budget"):
+        ann.plan_index(10_000_000, 512, 1 << 20)
+    with pytest.raises(ann.AnnError):
+        ann.plan_index(0, 512, 1 << 30)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
+def test_vector_index_reaches_its_recall_and_leaves_out_the_query(kind, tmp_path):
+    x = _cone(3000).astype(np.float16)
+    if kind == "flat":
+        choice = ann.plan_index(len(x), x.shape[1], 1 << 30)
+    elif kind == "hnsw":
+        choice = ann.AnnChoice("hnsw", len(x), x.shape[1], "HNSW32,Flat", 0, "test", params={"M": 16, "efConstruction": 40})
+    else:
+        choice = ann.AnnChoice("ivfpq", len(x), x.shape[1], "IVF64,PQ8x4fs", 0, "test",
+                               params={"nlist": 64, "pq_m": 8, "pq_bits": 4, "refine_factor": 8})
+    index = ann.VectorIndex(ann.build_index(x, choice), choice, x)
+    tuned = index.tune(queries=200, target_recall=0.95)
+    assert tuned.recall_at_10 >= 0.95
+    if kind != "flat":
+        assert any(e["setting"] == tuned.search and e["recall_at_10"] == tuned.recall_at_10 for e in tuned.tuning)
+    # Measured independently of tune(): exact neighbours by numpy over float32.
+    rows = np.arange(0, 3000, 97)
+    f = x.astype(np.float32)
+    sims = f[rows] @ f.T
+    sims[np.arange(len(rows)), rows] = -np.inf
+    truth = np.argsort(-sims, axis=1)[:, :10]
+    _, found = index.search(f[rows], 10, exclude=rows)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
+    assert recall >= 0.9
+    assert not (found == rows[:, None]).any()
+    # Saved and loaded, it answers the same.
+    path = str(tmp_path / "v.faiss")
+    index.save(path)
+    again = ann.VectorIndex.load(path, tuned, x)
+    assert np.array_equal(again.search(f[rows], 10, exclude=rows)[1], found)
+
+
+def test_exact_neighbours_leave_out_self_and_match_numpy():
+    x = _cone(500, 32)
+    rows = np.array([0, 7, 499])
+    got = ann.exact_neighbours(x, rows, 5)
+    sims = x[rows] @ x.T
+    sims[np.arange(3), rows] = -np.inf
+    assert np.array_equal(got, np.argsort(-sims, axis=1, kind="stable")[:, :5])
+
+
+# ---- visual words ----------------------------------------------------------------------------
+
+
+def test_visual_words_rank_shared_rare_words_first():
+    from models.visual_words import VisualWordIndex, Vocabulary
+
+    vocab = Vocabulary(frame_k=10, patch_k=5)
+    docs = {0: [1, 1, 2, 3], 1: [1, 1, 1, 1], 2: [7, 8, 9], 3: [2, 7]}
+    rows = np.concatenate([[r] * len(t) for r, t in docs.items()])
+    terms = np.concatenate([vocab.terms(np.array(t)) for t in docs.values()])
+    index = VisualWordIndex.build(vocab, rows, terms, 5)  # row 4 has no tokens
+    hits = index.search(np.array([7, 9]), 10)
+    assert [r for r, _ in hits] == [2, 3]
+    t, w = index.doc_vector(0)
+    assert sorted(t.tolist()) == [1, 2, 3]
+    hits = index.search(t, 10, query_weights=w, exclude=0)
+    assert 0 not in [r for r, _ in hits] and {r for r, _ in hits} == {1, 3}
+    own = index.search(t, 1, query_weights=w)
+    assert own[0][0] == 0 and own[0][1] == pytest.approx(1.0, abs=1e-5)
+    # Patch ids live after the frame ids.
+    assert vocab.terms(np.array([0]), np.array([0, 4])).tolist() == [0, 10, 14]
+    with pytest.raises(ValueError):
+        vocab.terms(np.array([10]))
+
+
+# ---- fusion ----------------------------------------------------------------------------------
+
+
+def test_rrf_prefers_videos_found_by_both_queues_and_breaks_ties_by_id():
+    queues = {"text": [("a", 9.0), ("b", 5.0), ("c", 1.0)], "vector": [("d", 0.9), ("b", 0.8)]}
+    fused = fusion.rrf(queues)
+    assert fused[0][0] == "b"
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 62)
+    # a and d are both rank 1 in one queue: equal scores, ordered by id.
+    assert [v for v, _ in fused[1:3]] == ["a", "d"]
+    assert fusion.rrf(queues, k=1)[0] == ("b", pytest.approx(2 / 3))
+
+
+def test_weighted_fusion_normalises_each_queue():
+    queues = {"text": [("a", 20.0), ("b", 10.0)], "vector": [("b", 0.5), ("a", 0.1)]}
+    assert fusion.weighted(queues) == [("a", 1.0), ("b", 1.0)]
+    assert fusion.weighted(queues, weights={"text": 2.0})[0] == ("a", 2.0)
+    with pytest.raises(ValueError):
+        fusion.fuse(queues, "nope")
+
+
+# ---- the query encoder's weights rule --------------------------------------------------------
+
+
+def test_query_weights_must_be_the_index_weights(tiny_checkpoint, tmp_path):
+    from models import clip
+    from models.query import QueryEncoderMismatch, resolve_weights
+
+    recorded = clip.weights_id(clip.ClipConfig("vmm-tiny-vit", tiny_checkpoint))
+    assert resolve_weights("vmm-tiny-vit", recorded, tiny_checkpoint).pretrained == tiny_checkpoint
+    with pytest.raises(QueryEncoderMismatch, match="local checkpoint"):
+        resolve_weights("vmm-tiny-vit", recorded, None)
+    other = tmp_path / "tiny.pt"
+    other.write_bytes(open(tiny_checkpoint, "rb").read() + b"x")
+    with pytest.raises(QueryEncoderMismatch, match="another space"):
+        resolve_weights("vmm-tiny-vit", recorded, str(other))
+    with pytest.raises(QueryEncoderMismatch):
+        resolve_weights("vmm-tiny-vit", recorded, "none")
+    assert resolve_weights("vmm-tiny-vit", "none", None).is_random
+    with pytest.raises(QueryEncoderMismatch):
+        resolve_weights("ViT-B-32", "laion2b_s34b_b79k", "none")
+
+
+def test_query_encoder_encodes_like_the_extractor(tiny_checkpoint):
+    from models import clip
+    from models.query import QueryEncoder
+
+    recorded = clip.weights_id(clip.ClipConfig("vmm-tiny-vit", tiny_checkpoint))
+    enc = QueryEncoder("vmm-tiny-vit", recorded, tiny_checkpoint)
+    ref = clip.ClipEncoder(clip.ClipConfig("vmm-tiny-vit", tiny_checkpoint)).load()
+    np.testing.assert_allclose(enc.encode_text("a red kettle"), ref.encode_texts(["a red kettle"])[0], atol=1e-6)
+    img = (np.random.default_rng(0).random((80, 120, 3)) * 255).astype(np.uint8)
+    vec, patches = enc.encode_image_and_patches(img)
+    np.testing.assert_allclose(vec, ref.encode_images([img])[0], atol=1e-5)
+    assert patches.shape == (16, ref.dim)
