@@ -11,7 +11,7 @@ import logging
 def add_arguments(parser) -> None:
     from pipelines.options import CLIP
 
-    CLIP.add_arguments(parser)
+    CLIP.add_arguments(parser, weights_only=True)
 
 
 def execute(args, options=None) -> int:

@@ -13,6 +13,14 @@ A command is a module with two functions and one line in `pipelines.cli.COMMANDS
     # pipelines/cli.py
     Command("search", "pipelines.search", "one line for `vmm --help`", beam=False),
 
+and, optionally, `main = main_of("search")` for `python -m pipelines.search`, and for a command with a
+Beam pipeline (beam=True) its PipelineOptions subclass:
+
+    class SearchOptions(PipelineOptions):
+        @classmethod
+        def _add_argparse_args(cls, parser):
+            add_arguments(beam_flags(parser))
+
 `run_command(command, argv)` then gives it, like every other command:
   * `vmm NAME --help`: every vmm flag with its help and default; `--help-beam` lists Beam's options.
   * refusal before any work, one line and exit 2, of an argument that is neither a flag of the
@@ -44,8 +52,6 @@ import sys
 from typing import Callable
 
 from models.errors import CannotStart
-
-logger = logging.getLogger(__name__)
 
 BEAM_OPTIONS_HELP = ("Beam pipeline options (--runner, --direct_num_workers, --direct_running_mode, "
                      "--temp_location, ...) are accepted too: --help-beam lists them. Arguments after a "
@@ -364,7 +370,8 @@ class ClipSetup:
 class ClipGroup:
     title = "CLIP model and weights"
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser, weights_only: bool = False) -> None:
+        """The CLIP flags; `weights_only`: just which model and weights (for a command that runs none)."""
         from models.clip import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
         group = parser.add_argument_group(self.title)
@@ -373,6 +380,8 @@ class ClipGroup:
         group.add_argument("--clip-pretrained", dest="clip_pretrained", default=DEFAULT_PRETRAINED,
                            help="open_clip pretrained tag, path to a local state-dict checkpoint, or 'none' "
                                 "(random weights, testing only)")
+        if weights_only:
+            return
         group.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                            help="where the models run (auto: CUDA when available)")
         group.add_argument("--clip-batch-size", dest="clip_batch_size", type=int, default=32,

@@ -104,6 +104,9 @@ def test_dataflow_job_graph_builds_offline(small_manifest, tmp_path):
     proc = subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dry run: Dataflow job" in proc.stdout and "not submitted" in proc.stdout
+    # Beam packs --setup_file with `python -m build` (the gcp/test extras install it): no stray
+    # "No module named build" before its fallback.
+    assert "No module named build" not in proc.stderr
     job = json.loads(job_file.read_text())
     assert job["type"] == "JOB_TYPE_BATCH"
     graph = (tmp_path / "job.json.pipeline.txt").read_text()
