@@ -46,6 +46,7 @@ from models.textframes import (
     band_crop_top,
     edge_map,
     plan_reads,
+    same_band,
     thin_evenly,
 )
 
@@ -403,6 +404,12 @@ class _Pass:
         key_indices = {e[0].frame_index for e in kept}
         seen = list(kept) + [texts[i] for i in keep if texts[i][0].frame_index not in key_indices]
         seen.sort(key=lambda e: (e[0].timestamp_s, e[0].frame_index))
+        # A band read just before a keyframe that shows the same band adds nothing (the keyframe is
+        # read whole): at a slide change or a cut the quick rule often fires a tick before the cut does.
+        seen = [e for k, e in enumerate(seen)
+                if not (e[0].reason == "text-band" and k + 1 < len(seen)
+                        and seen[k + 1][0].reason not in ("text", "text-band")
+                        and same_band(e[3], seen[k + 1][3], self.config.text))]
         self._clip_images = {e[0].frame_index: e[1] for e in seen}
         band = [e[0].reason == "text-band" and k > 0 and self.config.text.crop_band for k, e in enumerate(seen)]
         plan = plan_reads([e[3] for e in seen], self.config.text, band)

@@ -256,6 +256,14 @@ class TextChangeDetector:
         return "band" if fresh.any() else None
 
 
+def same_band(a: np.ndarray, b: np.ndarray, config: TextSamplingConfig) -> bool:
+    """True when no cell of the lower band changed by `reuse_change` (and `min_changed_px`) between
+    edge maps a and b: both frames show the same subtitle."""
+    share, differ = cell_changes(a, b, config.min_changed_px)
+    changed = (share >= config.reuse_change) & (differ >= config.min_changed_px)
+    return not changed[band_rows(config)].any()
+
+
 BAND_CROP_MARGIN = 0.08  # a band read starts this much (of the height) above band_top: a line straddling it is read whole
 
 

@@ -189,3 +189,19 @@ def test_talking_head_captions_follow_the_speech(tmp_path, engine):
     assert [c.text for c in captions if not found(c.text, result.subtitle_lines)] == []
     assert len(result.subtitle_lines) == len(captions)
     assert found("OPEN DAILY", result.scene_texts + result.overlay_texts)
+
+
+def test_a_cut_with_a_new_caption_is_read_once(tmp_path):
+    """At a cut that brings a new caption the quick rule fires a tick before the cut detector; the
+    band read is dropped when the cut's keyframe shows the same band (one read, not two)."""
+    a, b = Footage(SIZE, seed=5, speed=1.0), Footage(SIZE, seed=6, speed=1.0)
+    fps = 25
+    captions = [Caption(0.5, 2.0, "Before the cut"), Caption(2.0, 4.0, "After the cut")]
+    path = caption_video(str(tmp_path / "cut.mp4"), captions, 4.5, size=SIZE, fps=fps,
+                         background=lambda i: a(i) if i < 2.0 * fps else b(i) // 2 + 120)
+    decoded = decode_keyframes(path, DecodeConfig(text=TextSamplingConfig()))
+    cuts = [c.timestamp_s for c, _ in decoded.keyframes if c.reason == "scene"]
+    assert cuts and 2.0 <= cuts[0] < 2.5
+    near = [f for f in decoded.ocr_frames if 2.0 <= f.timestamp_s <= cuts[0]]
+    assert [f.reason for f in near] == ["scene"], [(f.timestamp_s, f.reason) for f in near]
+    assert all(covered(decoded, captions))

@@ -19,6 +19,7 @@ from models.textframes import (
     cell_changes,
     edge_map,
     plan_reads,
+    same_band,
     thin_evenly,
 )
 
@@ -717,3 +718,12 @@ def test_plan_reads_band_read_stands_for_the_frame_before_above_the_band():
     # a band frame whose upper part did not change is enough for the frames after it
     maps = [edges_of(frame_with(upper)), edges_of(frame_with(upper, LINE_A)), edges_of(frame_with(upper, LINE_A))]
     assert plan_reads(maps, cfg, [False, True, False]) == [0, 1, 1]
+
+
+def test_same_band_looks_at_the_band_only():
+    cfg = TextSamplingConfig()
+    upper = dict(x0=20, x1=300, y0=30, height=10, stroke=2)
+    a, b = edges_of(frame_with(LINE_A)), edges_of(frame_with(upper, LINE_A))
+    assert same_band(a, b, cfg)  # only the upper part differs
+    assert not same_band(a, edges_of(frame_with(LINE_B)), cfg)
+    assert not same_band(a, edges_of(blank()), cfg)
