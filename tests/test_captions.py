@@ -9,7 +9,6 @@ fonts-wqy-microhei: CI installs it; a run without it skips here and fails under 
 from __future__ import annotations
 
 import difflib
-import os
 import re
 
 import numpy as np
@@ -20,6 +19,7 @@ from models.ocr import OcrConfig, load_engine
 from models.textframes import TextSamplingConfig
 from schemas.elements import OcrInput
 from tests.avgen import Caption, Footage, caption_video, cjk_font, mux_av, slide_image
+from tests.conftest import TINY_MODEL, missing_prerequisite
 from transforms.ocr import read_video
 
 pytestmark = pytest.mark.slow
@@ -36,10 +36,7 @@ def engine():
 @pytest.fixture(scope="module", autouse=True)
 def cjk():
     if cjk_font() is None:
-        message = "no CJK font installed (apt-get install fonts-wqy-microhei)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_prerequisite("no CJK font installed (apt-get install fonts-wqy-microhei)")
 
 
 def norm(text: str) -> str:
@@ -157,9 +154,7 @@ def test_talking_head_captions_follow_the_speech(tmp_path, engine):
     for s in sentences:
         speech = synthesize_speech(s)
         if speech is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail("espeak-ng is not installed")
-            pytest.skip("espeak-ng is not installed")
+            missing_prerequisite("espeak-ng is not installed")
         d = len(speech) / AUDIO_SAMPLE_RATE
         captions.append(Caption(round(t, 3), round(t + d, 3), s))
         audio.append(speech)
@@ -205,3 +200,39 @@ def test_a_cut_with_a_new_caption_is_read_once(tmp_path):
     near = [f for f in decoded.ocr_frames if 2.0 <= f.timestamp_s <= cuts[0]]
     assert [f.reason for f in near] == ["scene"], [(f.timestamp_s, f.reason) for f in near]
     assert all(covered(decoded, captions))
+
+
+def test_narrated_slide_deck_through_the_pipeline(tmp_path, tiny_checkpoint):
+    """The slide deck with a spoken narration, through `vmm extract` (DirectRunner, OCR and ASR on):
+    the `videos` row has the narration as speech, the slides as scene text and no subtitles."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from pipelines import extract
+    from pipelines.make_sample import AUDIO_SAMPLE_RATE, synthesize_speech
+
+    narration = ["Hello, this talk is about searching videos.", "The index stores one vector a video.",
+                 "Thank you for listening today."]
+    slots = []
+    for text in narration:
+        speech = synthesize_speech(text)
+        if speech is None:
+            missing_prerequisite("espeak-ng is not installed")
+        slot = np.zeros(4 * AUDIO_SAMPLE_RATE, np.float32)
+        slot[AUDIO_SAMPLE_RATE // 4 : AUDIO_SAMPLE_RATE // 4 + len(speech)] = speech[: 15 * AUDIO_SAMPLE_RATE // 4]
+        slots.append(slot)
+    slides = [slide_image(SIZE, title, bullets, footer) for title, bullets, footer in SLIDES]
+    path = mux_av(str(tmp_path / "talk.mp4"), np.concatenate(slots), sample_rate=AUDIO_SAMPLE_RATE, size=SIZE,
+                  fps=10, frames=lambda i: slides[min(i // 40, len(slides) - 1)])
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(json.dumps({"uri": path, "video_id": "talk"}) + "\n")
+    out = tmp_path / "out"
+    assert extract.run(["--input", str(manifest), "--output", str(out), "--clip-model", TINY_MODEL,
+                        "--clip-pretrained", tiny_checkpoint, "--no-progress"]) == 0
+    (row,) = pq.read_table(str(out / "videos")).to_pylist()
+    assert not row["ocr_subtitle_text"], row["ocr_subtitle_text"]
+    scene = (row["ocr_scene_text"] or "").split("\n")
+    for text in ("Ada Lovelace Alan Turing", "Extraction cost per video matters even more", "What the index stores"):
+        assert found(text, scene), (text, scene)
+    assert "thank you for listening" in (row["asr_text"] or "").lower(), row["asr_text"]  # the narration is speech
