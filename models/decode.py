@@ -446,3 +446,44 @@ def _check_size(width: int, height: int, max_pixels: int, what: str) -> None:
 def _thin(kept: list[tuple], limit: int) -> list[tuple]:
     chosen = {id(c) for c in select_keyframes([entry[0] for entry in kept], limit)}
     return [entry for entry in kept if id(entry[0]) in chosen]
+
+
+def decode_frames_at(source: str | BinaryIO, frame_indices, max_side: int,
+                     max_pixels: int = DecodeConfig.max_pixels) -> dict[int, np.ndarray]:
+    """The frames numbered `frame_indices` (0-based among the frames the default video stream
+    decodes to, as `frames.frame_index` counts them) as uint8 RGB, longer side `max_side` (never
+    upscaled), in display orientation. One pass that stops after the last wanted frame; only the
+    wanted frames are converted. An index past the stream's end is missing from the result.
+    Raises DecodeError for a file that is not a readable video."""
+    wanted = sorted({int(i) for i in frame_indices})
+    if max_side < 1:
+        raise ValueError(f"max_side must be >= 1, got {max_side}")
+    out: dict[int, np.ndarray] = {}
+    if not wanted:
+        return out
+    container, stream = _open_video(source, DecodeConfig(max_pixels=max_pixels))
+    with container:
+        stream.thread_type = "AUTO"
+        pending = set(wanted)
+        rotation = None
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if rotation is None:
+                    rotation = frame.rotation or 0.0
+                if index not in pending:
+                    continue
+                _check_size(frame.width, frame.height, max_pixels, "decoded")
+                quarter_turn = int(round(rotation / 90.0)) % 2
+                w, h = (frame.height, frame.width) if quarter_turn else (frame.width, frame.height)
+                scale = min(1.0, max_side / max(w, h))
+                tw, th = max(1, round(w * scale)), max(1, round(h * scale))
+                if quarter_turn:
+                    tw, th = th, tw  # sizes before the rotation
+                img = frame.to_ndarray(format="rgb24", width=tw, height=th, interpolation="AREA")
+                out[index] = _rotate(img, rotation)
+                pending.discard(index)
+                if not pending:
+                    break
+        except av.error.FFmpegError as e:
+            raise DecodeError("DecodeError", f"decoding failed: {e}") from e
+    return out

@@ -5,6 +5,7 @@
     vmm make-sample --output sample/
     vmm check-weights [--clip-model M] [--clip-pretrained P]
     vmm export-clip --clip-model M --source TAG_OR_FILE --output clip.pt
+    vmm report --input out/ --output report/ [--limit 200] [--video-id ID ...]
 
 A command is one line of `COMMANDS` plus a module with `add_arguments(parser)` and
 `execute(args, options)`; `pipelines.options` gives every command the same --help, refusal of
@@ -25,6 +26,8 @@ COMMANDS = {c.name: c for c in (
     Command("export-clip", "pipelines.export_clip",
             "CLIP weights (a pretrained tag or a checkpoint file) -> the state dict --clip-pretrained PATH takes",
             beam=False),
+    Command("report", "pipelines.report",
+            "a static HTML report of an index (open report/index.html in a browser, offline)", beam=False),
     Command("check-weights", "pipelines.check_weights",
             "say whether CLIP weights can be had here (exit 0) or not (exit 1, with why)", beam=False),
 )}

@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-from models.decode import DecodeConfig, DecodedAudio, DecodedVideo, DecodeError, decode_keyframes, decode_parts
+from models.decode import (DecodeConfig, DecodedAudio, DecodedVideo, DecodeError, decode_frames_at, decode_keyframes,
+                           decode_parts)
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
@@ -49,6 +50,16 @@ def decode_uri_parts(uri: str, config: DecodeConfig) -> Iterator[DecodedAudio | 
     source = _open_source(uri)
     try:
         yield from decode_parts(source, config)
+    finally:
+        if not isinstance(source, str):
+            source.close()
+
+
+def decode_uri_frames(uri: str, frame_indices, max_side: int) -> dict:
+    """`models.decode.decode_frames_at` of a video given by path or URI (what `vmm report` shows)."""
+    source = _open_source(uri)
+    try:
+        return decode_frames_at(source, frame_indices, max_side)
     finally:
         if not isinstance(source, str):
             source.close()
