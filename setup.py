@@ -42,7 +42,9 @@ setup(
     ],
     extras_require={
         # Tests build a Dataflow job offline, so they need the GCP runner too.
-        "test": ["pytest>=8", "pandas>=2", "duckdb>=1.0", "polars>=1.0", "jiwer>=3", "apache-beam[gcp]", "build>=1.0"],
+        "test": ["pytest>=8", "pandas>=2", "duckdb>=1.0", "polars>=1.0", "jiwer>=3", "apache-beam[gcp]", "build>=1.0",
+                 # drives Debian's /usr/bin/chromium in tests/test_report.py (no browser download)
+                 "playwright>=1.45"],
         # Cluster runners and object stores: Dataflow + gs://, or s3://. Beam packs --setup_file with
         # `python -m build` (without it: "No module named build", then a deprecated setup.py call).
         "gcp": ["apache-beam[gcp]", "build>=1.0"],

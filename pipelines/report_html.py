@@ -37,7 +37,7 @@ table.sortable th.desc::after{content:" \\25BC"}
 .legend span{display:inline-block;margin-right:1em}.swatch{display:inline-block;width:.9em;height:.9em;
 vertical-align:middle;margin-right:.3em}
 ul.lines{margin:.2em 0;padding-left:1.3em}.muted{color:#777}code{font-size:12px;word-break:break-all}
-.charts{display:flex;flex-wrap:wrap;gap:2em}
+.charts{display:flex;flex-wrap:wrap;gap:2em}svg.chart{max-width:100%;height:auto}
 """ + "".join(f".line-{d},.domain-{d}{{color:{c}}}polygon.box-{d}{{stroke:{c}}}" for d, c in DOMAIN_COLORS.items())
 
 _SORT_FILTER_JS = """
