@@ -105,11 +105,13 @@ def test_beam_options_and_runner_passthrough_are_accepted(sample, tmp_path):
 
 
 def test_every_command_refuses_unknown_flags_and_has_help(tmp_path):
-    nearest = {"make-sample": ("--seeds", "--seed")}
+    nearest = {"make-sample": ("--seeds", "--seed"), "report": ("--limt", "--limit")}
+    required = {"make-sample": ["--output", str(tmp_path)], "export-clip": ["--source", "x", "--output", str(tmp_path)],
+                "report": ["--input", str(tmp_path), "--output", str(tmp_path)]}
     for name, command in cli.COMMANDS.items():
         bad, near = nearest.get(name, ("--clip-modle", "--clip-model"))
         with pytest.raises(options.UsageError, match=f"unknown argument: {bad} .did you mean {near}"):
-            options.parse(command, [bad, "x"] + (["--output", str(tmp_path)] if name == "make-sample" else []))
+            options.parse(command, [bad, "x"] + required.get(name, []))
         assert options.run_command(command, ["--help"]) == 0
     proc = _vmm("make-sample", "--output", str(tmp_path / "s"), "--num-video", "1")
     assert proc.returncode == 2 and "did you mean --num-videos?" in _one_line(proc.stderr)
