@@ -53,6 +53,28 @@ def media_videos() -> list:
     return sorted(os.path.join(folder, f) for f in os.listdir(folder))
 
 
+@pytest.fixture()
+def no_network(monkeypatch):
+    """Records every attempt to resolve a host name or open a connection (and fails it as an
+    unreachable network would). A test asserts the list is empty: "fails fast offline" then means
+    "does not try the network", which a timer on this machine could not tell."""
+    import socket
+
+    attempts: list[str] = []
+
+    def refuse(what):
+        def _refuse(*args, **kwargs):
+            attempts.append(f"{what}{args[1:] if what == 'connect' else args}")
+            raise OSError(101, "network is unreachable (tests/conftest.py no_network)")
+        return _refuse
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("connect_ex"))
+    return attempts
+
+
 @pytest.fixture(scope="session")
 def media_dir():
     if not os.path.isdir(MEDIA):

@@ -51,6 +51,41 @@ def fragment_heap(mib: int) -> float:
     return peak
 
 
+_TRIMS: list = []  # one entry per trim the child made since count_trims()
+
+
+def count_trims() -> None:
+    """Makes the child count its trims from now on (it runs `release_freed_memory` after each call)."""
+    import models.isolated
+
+    real = models.isolated.release_freed_memory
+    if getattr(real, "counting", False):
+        return
+
+    def counting():
+        _TRIMS.append(1)
+        return real()
+
+    counting.counting = True
+    models.isolated.release_freed_memory = counting
+
+
+def trims() -> int:
+    return len(_TRIMS)
+
+
+def fragment_then_trim(mib: int) -> tuple[int, int, int]:
+    """fragment_heap(mib), then the resident KiB at the peak, once the blocks are freed, and after
+    `release_freed_memory`, all in one call."""
+    from bench._common import current_rss_kb
+    from models.memory import release_freed_memory
+
+    peak = fragment_heap(mib)
+    freed = current_rss_kb()
+    release_freed_memory()
+    return peak, freed, current_rss_kb()
+
+
 class TouchFile:
     """A picklable warm-up for DecodeVideos: writes this process's pid to `path`."""
 

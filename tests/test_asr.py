@@ -179,13 +179,13 @@ def empty_hf_cache(tmp_path, monkeypatch):
     return cache
 
 
-def test_size_name_not_cached_offline_fails_fast(empty_hf_cache):
-    started = time.perf_counter()
+def test_size_name_not_cached_offline_fails_fast(empty_hf_cache, no_network):
+    # Fast: it says so at once, without trying the hub (no retries against an unreachable network).
     with pytest.raises(AsrUnavailable, match="default"):
         resolve_model("large-v3")
     with pytest.raises(AsrUnavailable):
         resolve_model("Systran/faster-whisper-small")
-    assert time.perf_counter() - started < 5.0
+    assert no_network == []
     with pytest.raises(ValueError, match="size name"):
         resolve_model("no-such-size")
 

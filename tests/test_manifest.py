@@ -549,7 +549,8 @@ def test_frames_round_trip_with_float16_embeddings(tmp_path):
 
     dim = 8
     values, _ = fp16_embeddings(3, dim, seed=0)
-    schema = with_metadata(frames_schema(dim, "float16", store_embeddings=True), file_metadata(clip_model="m", clip_weights="w"))
+    schema = with_metadata(frames_schema(dim, "float16", store_embeddings=True),
+                           file_metadata(clip_model="m", clip_weights="w"))
     logo = OcrItem("VMM TV", 0.9, np.array([0, 0, 8, 0, 8, 4, 0, 4], np.float32), "overlay")
     # Rows as AssembleRows yields them: numpy arrays for tokens, boxes and embeddings; a text frame
     # has no tokens; [] is "read, no text", None "OCR off or failed".
@@ -615,7 +616,8 @@ def test_videos_round_trip_with_passthrough_and_stage_errors(tmp_path):
     assert [(e["stage"], e["error_type"]) for e in out[0]["stage_errors"]] == [
         ("manifest", "BadField"), ("asr", "AudioDecodeError")]
     assert out[1]["stage_errors"] == []
-    assert (out[0]["ocr_subtitle_text"], out[0]["ocr_overlay_text"], out[0]["ocr_scene_text"]) == ("a subtitle", "VMM TV", None)
+    ocr_columns = ("ocr_subtitle_text", "ocr_overlay_text", "ocr_scene_text")
+    assert [out[0][c] for c in ocr_columns] == ["a subtitle", "VMM TV", None]
     assert out[1]["ocr_subtitle_text"] is None and out[1]["topic_coherence"] is None  # one keyframe
     assert out[0]["num_keyframes"] == 3 and out[0]["duration_s"] == 12.5 and out[1]["fps"] is None
     for r, embs in zip(out, frame_embs):

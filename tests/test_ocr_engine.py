@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 
 import numpy as np
 import pytest
@@ -243,14 +242,12 @@ def test_threads_and_cls_reach_onnxruntime(media_dir):
     assert all(ln.score >= 0.6 for ln in eng.read(title))
 
 
-def test_paddleocr_unavailable_is_quick_and_says_why():
-    start = time.perf_counter()
+def test_paddleocr_unavailable_is_quick_and_says_why(no_network):
     try:
         eng = load_engine(OcrConfig(engine="paddleocr"))
     except OcrUnavailable as e:
-        elapsed = time.perf_counter() - start
         message = str(e).lower()
-        assert elapsed < 5.0
+        assert no_network == []  # quick: no attempt to download models
         assert "paddle" in message
         assert "pip install" in message or "models" in message
         return

@@ -199,15 +199,25 @@ def test_fuzz_survivors_have_real_features(fuzz_run):
 
 
 def test_decode_timeout_becomes_an_error_row(media_dir, tmp_path, tiny_checkpoint):
-    big = os.path.join(media_dir, "video", "smpte-2997.mp4")  # 10 s of 1080p: seconds to decode here
+    from tests.heldstore import held_uri
+
+    # The held copy's first read stalls for longer than the limit, so it cannot decode in time on any
+    # machine; the same file held briefly, and not held, decode (~0.1 s of work: far under the limit).
     small = os.path.join(media_dir, "video", "bbb_176x144_192kbps_15fps_mpeg4.mp4")
+    limit = 3.0
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text(json.dumps({"uri": big, "video_id": "slow"}) + "\n" + json.dumps({"uri": small, "video_id": "ok"}) + "\n")
-    rc, summary = run_extract(tmp_path / "o", manifest, tiny_checkpoint, "--decode-timeout-s", "0.3", "--no-ocr", "--no-asr")
+    manifest.write_text("".join(json.dumps({"uri": uri, "video_id": vid}) + "\n" for vid, uri in (
+        ("slow", held_uri(small, limit + 2.0)), ("held-briefly", held_uri(small, 0.5)), ("ok", small))))
+    rc, summary = run_extract(tmp_path / "o", manifest, tiny_checkpoint, "--decode-timeout-s", f"{limit:g}",
+                              "--no-ocr", "--no-asr", "--beam_plugins", "tests.heldstore")
     assert rc == 0 and summary["accounting_ok"]
     errors = read(tmp_path / "o", "errors").to_pylist()
     assert [(e["video_id"], e["error_type"]) for e in errors] == [("slow", "Timeout")]
-    assert read(tmp_path / "o", "videos").column("video_id").to_pylist() == ["ok"]
+    # The decoder's own deadline (checked between frames), not the hard kill of a hung child.
+    assert "decoding took more than 3 s" in errors[0]["message"], errors[0]["message"]
+    videos = read(tmp_path / "o", "videos").to_pylist()
+    assert sorted(v["video_id"] for v in videos) == ["held-briefly", "ok"]
+    assert len({v["num_keyframes"] for v in videos}) == 1 and videos[0]["num_keyframes"] > 0
 
 
 def test_max_pixels_refuses_large_frames(media_dir):
@@ -234,14 +244,17 @@ def test_a_decoder_segfault_costs_one_video(sample):
                     equal_to([("boom", "DecoderCrash"), ("boom2", "DecoderCrash")]), label="errors")
 
 
-def test_a_hung_decoder_is_killed_and_the_next_video_decodes(sample):
+def test_a_hung_decoder_is_killed_and_the_next_video_decodes(sample, tmp_path):
     from tests.crashy import hang_or_decode
 
-    uris = [v["uri"] for v in sample["expected"]["videos"]]
-    requests = [VideoRequest("stuck", uris[0] + "?hang", 0), VideoRequest("fine", uris[1], 1)]
+    uri = sample["expected"]["videos"][0]["uri"]
+    # The video that must decode in time is 10 frames of 2x2 (milliseconds of work, far under the
+    # limit on any machine); the stuck one never returns, whatever the limit.
+    fine = _tiny_video(str(tmp_path / "tiny.mp4"))
+    requests = [VideoRequest("stuck", uri + "?hang", 0), VideoRequest("fine", fine, 1)]
     started = time.monotonic()
     with beam.Pipeline() as p:
-        out = p | beam.Create(requests) | DecodeVideos(DecodeConfig(short_side=32, timeout_s=1.0), isolate=True,
+        out = p | beam.Create(requests) | DecodeVideos(DecodeConfig(short_side=32, timeout_s=3.0), isolate=True,
                                                        decode_fn=hang_or_decode)
         assert_that(out["videos"] | "Ids" >> beam.Map(lambda v: v.request.video_id), equal_to(["fine"]),
                     label="videos")
@@ -253,7 +266,8 @@ def test_a_hung_decoder_is_killed_and_the_next_video_decodes(sample):
 def test_isolated_survives_crashes_timeouts_and_errors():
     from tests.crashy import fail_with_decode_error, segfault
 
-    with Isolated(timeout_s=2.0, preload=("tests.crashy",)) as iso:
+    # models.decode preloaded: the call that raises DecodeError must not spend its time limit importing it.
+    with Isolated(timeout_s=2.0, preload=("tests.crashy", "models.decode")) as iso:
         assert iso.call(pow, 2, 10) == 1024
         with pytest.raises(Crashed, match="SIGSEGV"):
             iso.call(segfault)
@@ -271,7 +285,7 @@ def test_isolated_stream_hands_each_item_over_while_the_child_works(tmp_path):
     from tests.crashy import count, count_then_hang, wait_for_file, yield_then_crash, yield_then_fail
 
     marker = tmp_path / "got-the-first"
-    with Isolated(timeout_s=3.0, preload=("tests.crashy",)) as iso:
+    with Isolated(timeout_s=3.0, preload=("tests.crashy", "models.decode")) as iso:
         got = []
         for item in iso.stream(wait_for_file, str(marker)):
             got.append(item)
@@ -320,16 +334,31 @@ def test_isolated_child_starts_while_a_package_directory_is_on_sys_path(tmp_path
         assert iso.call(pow, 2, 5) == 32
 
 
-def test_isolated_child_gives_freed_memory_back_after_each_call():
-    from bench._common import current_rss_kb
-    from tests.crashy import fragment_heap
+def test_isolated_child_trims_its_heap_after_each_call():
+    """An idle child must not keep the largest video's footprint: it gives freed heap pages back
+    after every call and every stream (counted in the child, whatever the allocator does with them)."""
+    from tests.crashy import count, count_trims, trims
 
     with Isolated(timeout_s=60.0, preload=("tests.crashy",)) as iso:
-        base = iso.call(current_rss_kb) / 1024
-        peak = iso.call(fragment_heap, 300) / 1024  # frees ~295 MiB of heap blocks, every 64th kept
-        assert peak > base + 250
-        # Without the trim after each call the child would idle at ~the peak (glibc keeps the pages).
-        assert iso.call(current_rss_kb) / 1024 < base + 60
+        iso.call(count_trims)  # the trim after this call is the first one counted
+        iso.call(pow, 2, 10)
+        assert list(iso.stream(count, 3)) == [0, 1, 2]
+        with pytest.raises(RemoteError):
+            iso.call(int, "not a number")  # a failed call: no result, nothing to trim
+        assert iso.call(trims) == 3
+
+
+def test_release_freed_memory_gives_heap_pages_back():
+    from models.memory import _malloc_trim
+    from tests.crashy import fragment_then_trim
+
+    if _malloc_trim() is None:
+        pytest.skip("no malloc_trim here (not glibc): release_freed_memory does nothing by design")
+    # In a fresh child: 300 MiB of 64 KiB heap blocks freed but every 64th, which pins the heap
+    # so that glibc keeps the freed pages resident until asked.
+    with Isolated(timeout_s=120.0, preload=("tests.crashy",)) as iso:
+        peak, freed, trimmed = (kb / 1024 for kb in iso.call(fragment_then_trim, 300))
+    assert freed - trimmed > 0.5 * 295, (peak, freed, trimmed)  # at least half the freed pages went back
 
 
 # --- kill -9 and resume ------------------------------------------------------------------------
@@ -340,57 +369,84 @@ def _extract_cmd(manifest, out, *extra):
             "--clip-model", TINY_MODEL, "--clip-pretrained", "none", "--no-progress", *extra]
 
 
-def _kill_after(cmd, seconds: float) -> int | None:
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+def _extract_on_store_cmd(manifest, out, *extra):
+    """`_extract_cmd` with the fake object store registered in the launcher too (Beam imports
+    --beam_plugins in its workers only; a launcher has its filesystems imported already)."""
+    launcher = ("import runpy, tests.fakestore; "
+                "runpy.run_module('pipelines.extract', run_name='__main__', alter_sys=True)")
+    return [sys.executable, "-c", launcher, *_extract_cmd(manifest, out, *extra)[3:]]
+
+
+def _run_killed_at(cmd, env, phase: str, store) -> None:
+    """Runs `cmd` in a session of its own; tests.fakestore kills the whole run when it reaches `phase`."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(env, VMM_FAKESTORE_KILL_AT=phase), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        return proc.wait(seconds)
+        _, err = proc.communicate(timeout=900)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # the pipeline, its Beam workers and decode children
-        proc.wait()
-        return None
+        proc.communicate()
+        raise
+    assert proc.returncode == -signal.SIGKILL, f"not killed at {phase} (exit {proc.returncode}): {err[-2000:]}"
+    assert (store / f"killed-at-{phase.replace(':', '-')}").exists(), phase
 
 
-def test_kill_at_any_moment_and_resume_accounts_for_everything_once(sample, tmp_path):
-    videos = sample["expected"]["videos"]
-    lines = [json.dumps({"uri": v["uri"], "video_id": f"{v['video_id']}-{k}"}) for k in range(3) for v in videos]
-    lines.append(json.dumps({"uri": str(tmp_path / "gone.mp4"), "video_id": "gone"}))
+def test_kill_at_any_phase_and_resume_accounts_for_everything_once(sample, tmp_path):
+    from pipelines.output import STAGING_DIR, table_files
+
+    # Inputs and output on the fake object store, whose operations are the kill points: each run is
+    # killed at a phase it has reached (tests/fakestore.py), whatever the speed of this machine.
+    store = tmp_path / "store"
+    (store / "bucket" / "videos").mkdir(parents=True)
+    entries = []
+    for k in range(3):
+        for v in sample["expected"]["videos"]:
+            name = f"{v['video_id']}-{k}.mp4"
+            shutil.copy(v["uri"], store / "bucket" / "videos" / name)
+            entries.append({"uri": f"fakestore://bucket/videos/{name}", "video_id": f"{v['video_id']}-{k}"})
+    entries.append({"uri": "fakestore://bucket/videos/gone.mp4", "video_id": "gone"})
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text("\n".join(lines) + "\n")
-    out = tmp_path / "out"
+    manifest.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    env = dict(os.environ, VMM_FAKESTORE_ROOT=str(store))
+    out, out_local = "fakestore://bucket/out", store / "bucket" / "out"
     flags = ("--no-ocr", "--no-asr", "--runner", "DirectRunner", "--direct_num_workers", "2",
-             "--direct_running_mode", "multi_processing")
-    # Kill at several moments: during start-up, decoding, the models, and (maybe) the commit.
-    first = _extract_cmd(manifest, out, *flags)
-    rc = _kill_after(first, 4.0)
-    kills = 0 if rc is not None else 1
-    for wait in (7.0, 10.0, 13.0):
-        rc = _kill_after(_extract_cmd(manifest, out, *flags, "--skip-existing"), wait)
-        kills += rc is None
-        if rc is not None:
-            break
-    final = subprocess.run(_extract_cmd(manifest, out, *flags, "--skip-existing"), cwd=REPO,
+             "--direct_running_mode", "multi_processing", "--beam_plugins", "tests.fakestore")
+    # Decoding: the decode child opens the 6th video (the first ones are through the models by then).
+    _run_killed_at(_extract_on_store_cmd(manifest, out, *flags), env, f"open:{entries[5]['video_id']}.mp4", store)
+    assert not (out_local / RUNS_DIR).exists()
+    # The first shard staged; then half-way through the commit; then just after the commit marker.
+    _run_killed_at(_extract_on_store_cmd(manifest, out, *flags, "--skip-existing"), env, "staged", store)
+    _run_killed_at(_extract_on_store_cmd(manifest, out, *flags, "--skip-existing"), env, "commit", store)
+    moved = [name for table in ("videos", "frames", "asr_segments", "errors") if (out_local / table).is_dir()
+             for name in os.listdir(out_local / table)]
+    assert len(moved) == 1 and not (out_local / RUNS_DIR).exists()  # one shard in place, no marker
+    assert table_files(str(out_local), "videos") == []  # readers see nothing of it
+    _run_killed_at(_extract_on_store_cmd(manifest, out, *flags, "--skip-existing"), env, "marker", store)
+    (marker,) = os.listdir(out_local / RUNS_DIR)
+    assert (out_local / STAGING_DIR / marker[: -len(".json")]).is_dir()  # killed before cleaning up
+    final = subprocess.run(_extract_on_store_cmd(manifest, out, *flags, "--skip-existing"), cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=900)
     assert final.returncode == 0, final.stderr[-3000:]
     assert "accounting OK" in final.stdout
-    assert kills >= 1  # the test did kill a run
-    got_videos = read(out, "videos").column("video_id").to_pylist()
-    got_errors = read(out, "errors").column("video_id").to_pylist()
+    got_videos = read(out_local, "videos").column("video_id").to_pylist()
+    got_errors = read(out_local, "errors").column("video_id").to_pylist()
     assert len(got_videos) == len(set(got_videos)) == 9 and got_errors == ["gone"]
-    frames = read(out, "frames").to_pylist()
+    frames = read(out_local, "frames").to_pylist()
     assert len({(f["video_id"], f["frame_index"]) for f in frames}) == len(frames)  # no duplicate rows
     assert {f["video_id"] for f in frames} == set(got_videos)
     # Only committed runs' files remain, and nothing half-written is visible to readers.
-    runs = committed_runs(str(out))
+    runs = committed_runs(str(out_local))
     for table in ("videos", "frames", "asr_segments", "errors"):
-        for name in os.listdir(out / table):
+        for name in os.listdir(out_local / table):
             assert run_of(name) in runs, name
+    assert not any(files for _, _, files in os.walk(out_local / STAGING_DIR))
     # The resumed index holds the same rows as one uninterrupted run.
     clean = tmp_path / "clean"
-    done = subprocess.run(_extract_cmd(manifest, clean, *flags), cwd=REPO, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(_extract_on_store_cmd(manifest, clean, *flags), cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     key = lambda r: r["video_id"]  # noqa: E731
-    assert sorted(read(out, "videos").to_pylist(), key=key) == sorted(read(clean, "videos").to_pylist(), key=key)
+    assert sorted(read(out_local, "videos").to_pylist(), key=key) == sorted(read(clean, "videos").to_pylist(), key=key)
 
 
 def test_files_of_an_uncommitted_run_are_removed_on_resume(sample, tiny_checkpoint, tmp_path):
