@@ -1,6 +1,6 @@
 """The baseline of bench/e2e.py: what a capable user writes in an afternoon with the same models.
 
-    python -m bench.naive --manifest videos.jsonl --output OUT --codebook DICT [--threads 2]
+    python -m bench.naive --manifest videos.jsonl --output OUT --codebook DICT [--threads N]
 
 Consumes a JSONL manifest (`uri`, `video_id` per line) and a frame dictionary directory
 (`codebook.npy`, as `vmm train-codebook` writes it).
@@ -14,6 +14,9 @@ One process, a plain loop, video after video:
   * CLIP: `models.clip.ClipEncoder` (the pipeline's open_clip wrapper, so the weights are the same,
     random init included), one frame per call (batch size 1); the video vector is the mean of the
     frame vectors, normalised;
+  * threads: CLIP (torch) and Whisper (CTranslate2) get `--threads`, by default this machine's
+    cores -- the pipeline's budget too, which splits the cores over its worker threads; the loop
+    makes one call at a time, so it gives each call all of them;
   * tokens: nearest dictionary entry of each frame vector, numpy brute force;
   * OCR: `rapidocr_onnxruntime.RapidOCR()` with its default settings on every kept frame at native
     resolution (BGR, as it expects);
@@ -129,7 +132,8 @@ def main(argv=None) -> int:
     parser.add_argument("--codebook", required=True, help="frame dictionary directory (codebook.npy)")
     parser.add_argument("--clip-model", default="ViT-B-32")
     parser.add_argument("--clip-pretrained", default="none")
-    parser.add_argument("--threads", type=int, default=2, help="torch and CTranslate2 threads")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch and CTranslate2 threads (default: this machine's cores, %(default)s)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
