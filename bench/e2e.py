@@ -533,7 +533,8 @@ def norm_line(text: str) -> str:
 
 
 def norm_words(text: str | None) -> str:
-    return " ".join(re.sub(r"[^0-9a-z' ]", " ", (text or "").lower()).split())
+    text = (text or "").lower().replace("\u2019", "'")  # a typographic apostrophe (NASA’s) is an apostrophe
+    return " ".join(re.sub(r"[^0-9a-z' ]", " ", text).split())
 
 
 def found_lines(truth: list[str], candidates: list[str]) -> int:
