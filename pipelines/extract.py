@@ -25,6 +25,7 @@ from models import ocr as ocr_models
 from models.codebook import Codebook
 from models.decode import DecodeConfig
 from models.memory import freeze_long_lived
+from models.ocr_domains import DomainConfig
 from models.textframes import TextSamplingConfig
 from pipelines.options import CLIP, DECODE, RUN, RunConfig, beam_flags, check, main_of, starting, switch
 from pipelines.output import commit_run, new_run_id, prepare_output, staging_dir
@@ -67,8 +68,10 @@ def add_arguments(parser) -> None:
                         help="use dictionaries trained for another CLIP model/weights (same dim only)")
     tokens.add_argument("--store-frame-embeddings", dest="store_frame_embeddings", action="store_true",
                         default=False, help="also store each frame's CLIP embedding in frames.embedding")
-    tokens.add_argument("--embedding-dtype", dest="embedding_dtype", default="float16",
-                        choices=sorted(fi.EMBEDDING_DTYPES), help="type of the stored embeddings")
+    tokens.add_argument("--embedding-dtype", dest="embedding_dtype", default=fi.DEFAULT_EMBEDDING_DTYPE,
+                        choices=sorted(fi.EMBEDDING_DTYPES),
+                        help="encoding of the stored embeddings (int8 adds embedding_scale: vector = "
+                             "embedding x embedding_scale)")
     ocr = parser.add_argument_group("OCR")
     switch(ocr, "ocr", True, "OCR of keyframes and text frames")
     ocr.add_argument("--ocr-engine", dest="ocr_engine", default="rapidocr", choices=ocr_models.ENGINES,
@@ -140,16 +143,37 @@ class ExtractConfig:
     asr: asr_models.AsrConfig | None = None
     asr_model_id: str | None = None
 
+    def settings(self) -> dict:
+        """What decides which rows a run writes, beyond the models: frame sampling, OCR domain
+        rules, ASR decoding. In every file's metadata and in run_summary.json."""
+        d = self.decode
+        settings = {
+            "keyframes": {**dataclasses.asdict(d.sampling), "short_side": d.short_side,
+                          "max_duration_s": d.max_duration_s, "max_pixels": d.max_pixels},
+            "text_frames": None if d.text is None else {**dataclasses.asdict(d.text), "ocr_max_side": d.text_max_side},
+            "ocr": None,
+            "asr": None,
+        }
+        if self.ocr is not None:
+            engine = {k: v for k, v in dataclasses.asdict(self.ocr).items() if k != "threads"}
+            settings["ocr"] = {**engine, "domains": dataclasses.asdict(DomainConfig())}
+        if self.asr is not None:
+            options = {k: v for k, v in dataclasses.asdict(self.asr).items() if k not in ("threads", "workers")}
+            settings["asr"] = {**options, "temperature": 0.0,  # models.asr decodes at temperature 0 only
+                               "window_s": asr_models.WINDOW_S, "max_audio_s": d.max_audio_s,
+                               "loop_compression_ratio": asr_models.LOOP_COMPRESSION_RATIO}
+        return settings
+
     def file_metadata(self) -> dict[str, str]:
         return fi.file_metadata(
             clip_model=self.clip.model_name,
             clip_weights=self.clip_weights,
             extra={
-                "vmm.embedding_dtype": self.assemble.embedding_dtype,
-                "vmm.embedding_dim": self.embedding_dim,
+                **fi.embedding_metadata(self.assemble.embedding_dtype, self.embedding_dim),
                 **dict(self.codebook_ids),
                 "vmm.ocr_model": self.ocr_model_id or "off",
                 "vmm.asr_model": self.asr_model_id or "off",
+                **fi.settings_metadata(self.settings()),
             },
         )
 

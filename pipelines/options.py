@@ -463,27 +463,22 @@ class IndexSource:
 
 
 def read_index(path: str) -> IndexSource:
-    """The committed shards of the index at `path` (any Beam filesystem) and its metadata.
+    """The committed shards of the index at `path` (any Beam filesystem) and its newest run's
+    metadata (schemas.index.IndexReader). Raises UsageError when `path` holds no committed index."""
+    from schemas.index import TABLES, IndexReader
 
-    Raises UsageError when `path` holds no committed index."""
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
-
-    from pipelines.output import table_files
-    from schemas import forward_index as fi
-
-    path = path.rstrip("/") or "/"
-    files = {t: table_files(path, t) for t in fi.TABLES}
+    index = IndexReader(path)
+    files = {t: index.files(t) for t in TABLES}
     if not files["videos"] and not files["frames"]:
-        raise UsageError(f"{path} holds no forward index (no committed videos/ or frames/ files; "
+        raise UsageError(f"{index.root} holds no forward index (no committed videos/ or frames/ files; "
                          "write one with vmm extract)")
-    with FileSystems.open(files["frames"][0] if files["frames"] else files["videos"][0]) as f:
-        schema = pq.read_schema(f)
-    meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k.startswith(b"vmm.")}
+    meta = index.metadata
     return IndexSource(
-        path=path, files=files, clip_model=meta.get("vmm.clip_model", ""),
+        path=index.root, files=files, clip_model=meta.get("vmm.clip_model", ""),
         clip_weights=meta.get("vmm.clip_weights", ""), embedding_dim=int(meta.get("vmm.embedding_dim", 0)),
-        frame_embeddings=bool(files["frames"]) and "embedding" in schema.names, metadata=meta,
+        frame_embeddings=bool(files["frames"]) and all("embedding" in index.file_schema(p).names
+                                                       for p in files["frames"]),
+        metadata=meta,
     )
 
 

@@ -1,18 +1,16 @@
 """The output directory as a sequence of committed runs: staging, commit, resume. Any Beam filesystem.
 
-Layout:
-    OUT/<table>/part-<run_id>-SSSSS-of-NNNNN.parquet   committed shards (what readers read)
-    OUT/_runs/<run_id>.json                            commit marker: the run's files, written last
-    OUT/_staging/<run_id>/<table>/...                  a run's shards while it runs (Beam writes its
-                                                       own temporary files under here too)
+The layout and the commit rules are `schemas.index`'s (one contract for the writer and every
+reader); this module is the writer's side of them.
 
 A run writes only under `_staging/<run_id>/` (a leading underscore: pyarrow, pandas, DuckDB and
-Spark directory readers skip it, and `OUT/<table>/*.parquet` does not match it). When the pipeline
-has finished, `commit_run` renames each shard into its table directory -- a single-file rename,
-so a reader never sees half a file -- and then writes the marker. A run killed before its marker
-leaves shards that no marker names; the next run that resumes (`--skip-existing`) or overwrites
-deletes them first, so the committed rows are always made of whole runs, and resuming redoes
-exactly the entries whose rows were not committed.
+Spark directory readers skip it, and `OUT/<table>/*.parquet` does not match it). Beam writes its
+own temporary files under there too. When the pipeline has finished, `commit_run` renames each
+shard into its table directory -- a single-file rename, so a reader never sees half a file -- and
+then writes the marker. A run killed before its marker leaves shards that no marker names; the
+next run that resumes (`--skip-existing`) or overwrites deletes them first, so the committed rows
+are always made of whole runs, and resuming redoes exactly the entries whose rows were not
+committed.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
-import re
 import time
 import uuid
 
@@ -28,12 +25,12 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from schemas import forward_index as fi
+from schemas.index import RUNS_DIR, STAGING_DIR, committed_runs, run_of, shard_name, table_files
+
+__all__ = ["RUNS_DIR", "STAGING_DIR", "committed_runs", "run_of", "table_files", "new_run_id", "staging_dir",
+           "orphan_files", "prepare_output", "num_rows", "commit_run"]
 
 logger = logging.getLogger(__name__)
-
-RUNS_DIR = "_runs"
-STAGING_DIR = "_staging"
-_SHARD = re.compile(r"^part-(?P<run>\d{8}T\d{6}-[0-9a-f]{8})-(?P<rest>\d+-of-\d+)\.parquet$")
 
 
 def new_run_id() -> str:
@@ -48,21 +45,6 @@ def staging_dir(output: str, run_id: str) -> str:
 def _match(pattern: str) -> list[str]:
     result = FileSystems.match([pattern])[0]
     return sorted(m.path for m in result.metadata_list)
-
-
-def committed_runs(output: str) -> set[str]:
-    return {posixpath.basename(p)[: -len(".json")] for p in _match(FileSystems.join(output, RUNS_DIR, "*.json"))}
-
-
-def run_of(path: str) -> str | None:
-    m = _SHARD.match(posixpath.basename(path))
-    return m.group("run") if m else None
-
-
-def table_files(output: str, table: str, runs: set[str] | None = None) -> list[str]:
-    """A table's committed shards (those of runs with a marker)."""
-    runs = committed_runs(output) if runs is None else runs
-    return [p for p in _match(FileSystems.join(output, table, "*.parquet")) if run_of(p) in runs]
 
 
 def orphan_files(output: str) -> list[str]:
@@ -136,10 +118,8 @@ def commit_run(output: str, run_id: str) -> list[str]:
         if not keep and not table_files(output, table, runs):
             keep = staged[:1]
         for path in keep:
-            # Staged as part-SSSSS-of-NNNNN.parquet; committed with the run id in the name.
-            name = posixpath.basename(path)
             sources.append(path)
-            targets.append(FileSystems.join(output, table, f"part-{run_id}-{name[len('part-'):]}"))
+            targets.append(FileSystems.join(output, table, shard_name(run_id, posixpath.basename(path))))
     for table in fi.TABLES:
         _ensure_dir(FileSystems.join(output, table))
     if sources:

@@ -12,32 +12,25 @@ import logging
 import posixpath
 import time
 
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
 from models.version import __version__
-from pipelines.output import num_rows, table_files
+from pipelines.output import num_rows
 from schemas import forward_index as fi
+from schemas.index import SUMMARY_FILE, IndexReader
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_FILE = "run_summary.json"
-
-
-def _read_column(path: str, column: str):
-    with FileSystems.open(path) as f:
-        return pq.read_table(f, columns=[column]).column(column).to_pylist()
-
-
 def count_outputs(output: str) -> dict:
-    counts = {table: sum(num_rows(p) for p in table_files(output, table)) for table in fi.TABLES}
+    index = IndexReader(output)
+    counts = {table: index.num_rows(table) for table in fi.TABLES}
     errors_by_type = collections.Counter()
-    for path in table_files(output, "errors"):
-        errors_by_type.update(_read_column(path, "error_type"))
+    for batch in index.batches("errors", columns=["error_type"]):
+        errors_by_type.update(batch.column("error_type").to_pylist())
     stage_errors = collections.Counter()
-    for path in table_files(output, "videos"):
-        for entries in _read_column(path, "stage_errors"):
+    for batch in index.batches("videos", columns=["stage_errors"]):
+        for entries in batch.column("stage_errors").to_pylist():
             stage_errors.update(e["stage"] for e in entries or [])
     counts["errors_by_type"] = dict(sorted(errors_by_type.items()))
     counts["stage_errors_by_stage"] = dict(sorted(stage_errors.items()))
@@ -94,6 +87,7 @@ def summarize(result, config, wall_time_s: float, new_files: list[str] = ()) -> 
             "embedding_dtype": config.assemble.embedding_dtype,
             "device": config.clip.device,
         },
+        "settings": config.settings(),
         "counts": {"entries": entries, **counts},
         "new": new,  # rows this run added
         "accounting_ok": entries is not None and entries == counts["videos"] + counts["errors"],

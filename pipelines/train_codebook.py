@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 
 import apache_beam as beam
 import numpy as np
@@ -32,6 +31,7 @@ from models.codebook import MAX_K, train_codebook
 from models.errors import CannotStart
 from pipelines.options import (
     CLIP, DECODE, RUN, IndexSource, beam_flags, check, main_of, read_index, run_command, starting)
+from schemas.index import IndexReader, file_embeddings
 from transforms.decode import DecodeVideos
 from transforms.embed import EmbedFrames
 from transforms.read_manifest import ReadManifest, resolve_input
@@ -98,8 +98,12 @@ def _frame_vectors(element, level: str):
             yield sample_key(video_id, features.frame_index, j), vec
 
 
-def _index_vectors(row):
-    yield sample_key(row["video_id"], row["frame_index"]), np.asarray(row["embedding"], np.float32)
+def _index_vectors(path: str):
+    """One committed frames shard's vectors, whatever encoding it holds (schemas.index)."""
+    rows, vectors = file_embeddings(path, ["video_id", "frame_index"])
+    for video_id, frame_index, vector in zip(rows.column("video_id").to_pylist(),
+                                             rows.column("frame_index").to_pylist(), vectors):
+        yield sample_key(video_id, frame_index), vector
 
 
 _SAMPLED = beam.metrics.Metrics.counter("vmm", "codebook_sample_vectors")
@@ -136,10 +140,9 @@ def refusal(k: int, min_points_per_centroid: int, sampled: int) -> str:
 
 
 def _index_source(input_spec: str) -> IndexSource | None:
-    """The index at --input, if it is one (a written index needs --store-frame-embeddings)."""
-    if not (FileSystems.get_scheme(input_spec) in (None, "file") and os.path.isdir(input_spec)):
-        return None
-    if not os.path.isdir(os.path.join(input_spec, "frames")):
+    """The index at --input (committed runs, any filesystem), if it is one (a written index needs
+    --store-frame-embeddings)."""
+    if not IndexReader(input_spec).runs:
         return None
     index = read_index(input_spec)
     if not index.frame_embeddings:
@@ -181,7 +184,6 @@ def execute(args, options: PipelineOptions) -> int:
         vectors = (
             p
             | "IndexFiles" >> beam.Create(index.files["frames"])
-            | "ReadIndex" >> beam.io.ReadAllFromParquet(columns=["video_id", "frame_index", "embedding"])
             | "Vectors" >> beam.FlatMap(_index_vectors)
         )
     else:

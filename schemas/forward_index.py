@@ -10,19 +10,29 @@ Schema history:
   2 -- OCR: frames.ocr (boxes with their domain), frames with reason "text", videos.ocr_*_text;
        ASR: table asr_segments, videos.asr_text / asr_language / asr_language_probability /
        speech_seconds.
+  3 -- embeddings readable by every engine: `--embedding-dtype int8` (codes + a per-row
+       `embedding_scale`, vector = embedding x embedding_scale); `vmm.embedding_decode` says how to
+       decode a file's vectors; `vmm.settings.*` record the frame sampling, OCR domain rules and ASR
+       decoding a run used. `schemas.index.IndexReader` reads every version.
 """
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pyarrow as pa
 
 from models.version import __version__
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 TABLES = ("videos", "frames", "asr_segments", "errors")
 
-EMBEDDING_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+# int8: codes q with a per-row float32 `embedding_scale` s, the vector being q x s (s = max|v| / 127).
+EMBEDDING_DTYPES = {"int8": pa.int8(), "float16": pa.float16(), "float32": pa.float32()}
+DEFAULT_EMBEDDING_DTYPE = "float16"
+EMBEDDING_SCALE = "embedding_scale"
 
 STAGE_ERROR_TYPE = pa.struct(
     [
@@ -43,6 +53,7 @@ VIDEO_CORE_TRAILING = (
     "has_audio",
     "num_keyframes",
     "embedding",
+    EMBEDDING_SCALE,
     "topic_coherence",
     "title_visual_similarity",
     "ocr_subtitle_text",
@@ -74,7 +85,7 @@ OCR_LINE_TYPE = pa.struct(
 
 
 def embedding_type(dim: int, dtype: str) -> pa.DataType:
-    """fixed_size_list<float16|float32>[dim]: what every embedding column is."""
+    """fixed_size_list<int8|float16|float32>[dim]: what every embedding column is."""
     if dtype not in EMBEDDING_DTYPES:
         raise ValueError(f"embedding dtype must be one of {sorted(EMBEDDING_DTYPES)}, got {dtype!r}")
     if dim <= 0:
@@ -84,7 +95,29 @@ def embedding_type(dim: int, dtype: str) -> pa.DataType:
     return pa.list_(EMBEDDING_DTYPES[dtype], dim)
 
 
-def videos_schema(dim: int, dtype: str = "float16", passthrough: pa.Schema | None = None) -> pa.Schema:
+def embedding_fields(dim: int, dtype: str) -> list[pa.Field]:
+    """`embedding`, and `embedding_scale` (float32) when the codes are int8."""
+    fields = [pa.field("embedding", embedding_type(dim, dtype), nullable=False)]
+    if dtype == "int8":
+        fields.append(pa.field(EMBEDDING_SCALE, pa.float32(), nullable=False))
+    return fields
+
+
+def encode_embedding(vector: np.ndarray, dtype: str) -> dict:
+    """The embedding column(s) of one row: {'embedding': ...} (+ 'embedding_scale' for int8).
+
+    int8: symmetric per-row quantisation, s = max|v| / 127 and q = round(v / s), so that the
+    largest component uses the whole range; cosine(q_a, q_b) needs no scale at all."""
+    vector = np.asarray(vector, np.float32)
+    if dtype != "int8":
+        return {"embedding": vector.astype(dtype)}
+    peak = float(np.max(np.abs(vector))) if vector.size else 0.0
+    scale = peak / 127.0 if peak > 0 else 1.0
+    codes = np.clip(np.rint(vector / scale), -127, 127).astype(np.int8)
+    return {"embedding": codes, EMBEDDING_SCALE: np.float32(scale)}
+
+
+def videos_schema(dim: int, dtype: str = DEFAULT_EMBEDDING_DTYPE, passthrough: pa.Schema | None = None) -> pa.Schema:
     """One row per video that produced output.
 
     `passthrough` holds the manifest's extra fields (all nullable); their names must not collide
@@ -108,7 +141,7 @@ def videos_schema(dim: int, dtype: str = "float16", passthrough: pa.Schema | Non
             pa.field("video_codec", pa.string(), nullable=False),
             pa.field("has_audio", pa.bool_(), nullable=False),
             pa.field("num_keyframes", pa.int32(), nullable=False),
-            pa.field("embedding", embedding_type(dim, dtype), nullable=False),
+            *embedding_fields(dim, dtype),
             pa.field("topic_coherence", pa.float32()),
             pa.field("title_visual_similarity", pa.float32()),
             # OCR text by domain, one line per line ("\n"-joined); null when OCR was off or failed.
@@ -125,7 +158,7 @@ def videos_schema(dim: int, dtype: str = "float16", passthrough: pa.Schema | Non
     )
 
 
-def frames_schema(dim: int, dtype: str = "float16", store_embeddings: bool = False) -> pa.Schema:
+def frames_schema(dim: int, dtype: str = DEFAULT_EMBEDDING_DTYPE, store_embeddings: bool = False) -> pa.Schema:
     """One row per keyframe and per text frame. `embedding` only with --store-frame-embeddings.
 
     `token` is the id of the frame's nearest entry in the frame dictionary; `patch_tokens` the
@@ -148,7 +181,7 @@ def frames_schema(dim: int, dtype: str = "float16", store_embeddings: bool = Fal
     if store_embeddings:
         # Text frames are embedded too in this mode, so the column is never null (readers of
         # nullable fixed-size lists with nulls trip over Parquet's encoding of them).
-        fields.append(pa.field("embedding", embedding_type(dim, dtype), nullable=False))
+        fields += embedding_fields(dim, dtype)
     return pa.schema(fields)
 
 
@@ -187,6 +220,20 @@ def file_metadata(*, clip_model: str, clip_weights: str, extra: dict[str, str] |
     for key, value in (extra or {}).items():
         meta[key] = str(value)
     return meta
+
+
+def embedding_metadata(dtype: str, dim: int) -> dict[str, str]:
+    """`vmm.embedding_*`: which encoding a file's embedding columns hold, and how to decode it."""
+    if dtype not in EMBEDDING_DTYPES:
+        raise ValueError(f"embedding dtype must be one of {sorted(EMBEDDING_DTYPES)}, got {dtype!r}")
+    decode = f"embedding * {EMBEDDING_SCALE}" if dtype == "int8" else "embedding"
+    return {"vmm.embedding_dtype": dtype, "vmm.embedding_dim": str(dim), "vmm.embedding_decode": decode}
+
+
+def settings_metadata(settings: dict) -> dict[str, str]:
+    """`vmm.settings.<group>`: one compact JSON object per group of run settings (null: stage off)."""
+    return {f"vmm.settings.{group}": json.dumps(value, sort_keys=True, separators=(",", ":"))
+            for group, value in settings.items()}
 
 
 def with_metadata(schema: pa.Schema, metadata: dict[str, str]) -> pa.Schema:

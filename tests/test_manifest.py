@@ -424,14 +424,14 @@ def test_embedding_type():
 
 
 def test_videos_schema_core_columns():
-    schema = videos_schema(512)
+    schema = videos_schema(512, "float16")
     assert schema.names == [
         "video_id", "uri", "title", "tags", "duration_s", "fps", "width", "height", "video_codec",
         "has_audio", "num_keyframes", "embedding", "topic_coherence", "title_visual_similarity",
         "ocr_subtitle_text", "ocr_overlay_text", "ocr_scene_text",
         "asr_text", "asr_language", "asr_language_probability", "speech_seconds", "stage_errors",
     ]
-    assert set(schema.names) == RESERVED_VIDEO_COLUMNS
+    assert set(schema.names) | {"embedding_scale"} == RESERVED_VIDEO_COLUMNS  # the scale: int8 only
     emb = schema.field("embedding")
     assert not emb.nullable
     assert pa.types.is_fixed_size_list(emb.type)
@@ -447,7 +447,7 @@ def test_videos_schema_passthrough_after_tags_and_nullable():
     passthrough = pa.schema(
         [pa.field("lang", pa.string(), nullable=False), pa.field("manifest_fps", pa.int64()), pa.field("views", pa.int64())]
     )
-    schema = videos_schema(16, passthrough=passthrough)
+    schema = videos_schema(16, "int8", passthrough=passthrough)
     assert schema.names[:7] == ["video_id", "uri", "title", "tags", "lang", "manifest_fps", "views"]
     assert schema.names[7] == "duration_s"
     assert len(schema) == len(RESERVED_VIDEO_COLUMNS) + 3
@@ -464,7 +464,7 @@ def test_videos_schema_collision_raises(name):
 
 def test_inferred_passthrough_fits_videos_schema():
     passthrough = infer_passthrough_schema("csv", ["uri", "fps", "width", "lang"])
-    schema = videos_schema(16, passthrough=passthrough)
+    schema = videos_schema(16, "int8", passthrough=passthrough)
     assert {"manifest_fps", "manifest_width", "lang", "fps", "width"} <= set(schema.names)
 
 

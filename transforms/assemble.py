@@ -17,6 +17,7 @@ import apache_beam as beam
 import numpy as np
 
 from models.pooling import cosine, pool_video_embedding, topic_coherence
+from schemas import forward_index as fi
 from schemas.elements import ErrorRecord, StageError, VideoAsr, VideoInfo, VideoOcr
 
 FRAMES = "frames"
@@ -26,7 +27,7 @@ _NAMESPACE = "vmm"
 
 @dataclasses.dataclass(frozen=True)
 class AssembleConfig:
-    embedding_dtype: str = "float16"
+    embedding_dtype: str = fi.DEFAULT_EMBEDDING_DTYPE
     store_frame_embeddings: bool = False
     passthrough_columns: tuple[str, ...] = ()
 
@@ -109,7 +110,7 @@ def video_row(info: VideoInfo, frame_embs: np.ndarray, title_emb: np.ndarray | N
         video_codec=info.video_codec,
         has_audio=info.has_audio,
         num_keyframes=len(info.keyframes),
-        embedding=video_vec.astype(config.embedding_dtype),
+        **fi.encode_embedding(video_vec, config.embedding_dtype),
         topic_coherence=coherence,
         title_visual_similarity=cosine(title_emb, video_vec) if title_emb is not None else None,
         **ocr_columns(ocr),
@@ -179,7 +180,9 @@ class _AssembleFn(beam.DoFn):
                 "ocr": [ocr_item_row(x) for x in lines] if lines is not None else None,
             }
             if self._config.store_frame_embeddings:
-                frame["embedding"] = feat.embedding.astype(self._config.embedding_dtype) if feat is not None else None
+                if feat is None:
+                    raise RuntimeError(f"video {video_id}: frame {meta.frame_index} has no embedding to store")
+                frame.update(fi.encode_embedding(feat.embedding, self._config.embedding_dtype))
             yield beam.pvalue.TaggedOutput(FRAMES, frame)
         for segment in segment_rows(video_id, asr):
             yield beam.pvalue.TaggedOutput(ASR_SEGMENTS, segment)
