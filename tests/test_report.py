@@ -149,6 +149,13 @@ class Page:
         self.page.wait_for_load_state("load")
         return self.page
 
+    def screenshot(self, tmp_path_factory, name: str) -> str:
+        """The whole page as a PNG test artifact under pytest's temporary folder."""
+        path = str(tmp_path_factory.mktemp("screenshots") / name)
+        self.page.screenshot(path=path, full_page=True)
+        assert os.path.getsize(path) > 10_000
+        return path
+
     def check_clean(self):
         assert not self.problems
         assert self.requests and all(u.startswith("file://") for u in self.requests), self.requests
@@ -196,9 +203,7 @@ def test_index_page_in_chromium(report, index, browser, sample, tmp_path_factory
     assert shown == [target["video_id"]] and page.inner_text("#shown") == "1"
     page.fill("#filter", "")
     assert page.locator("#videos tbody tr:not([hidden])").count() == 4
-    shots = tmp_path_factory.mktemp("screenshots")
-    page.screenshot(path=str(shots / "index.png"), full_page=True)
-    assert os.path.getsize(shots / "index.png") > 10_000
+    tab.screenshot(tmp_path_factory, "index.png")
     tab.check_clean()
     tab.close()
 
@@ -255,9 +260,7 @@ def test_video_pages_in_chromium(report, index, browser, sample, tmp_path_factor
         assert page.locator("#random-weights").is_visible()
         assert page.locator("#no-pictures").count() == 0
         if vid == sample["expected"]["videos"][0]["video_id"]:
-            shots = tmp_path_factory.mktemp("screenshots")
-            page.screenshot(path=str(shots / "video.png"), full_page=True)
-            assert os.path.getsize(shots / "video.png") > 10_000
+            tab.screenshot(tmp_path_factory, "video.png")
     tab.check_clean()
     tab.close()
 
