@@ -30,6 +30,8 @@ import sys
 import time
 import uuid
 
+from models.errors import CannotStart
+
 logger = logging.getLogger(__name__)
 
 MARKER = "vmm-report.json"  # written in every report folder: only such a folder is ever replaced
@@ -57,24 +59,22 @@ def add_arguments(parser) -> None:
 
 
 def execute(args, options=None) -> int:
-    from pipelines.options import check
+    """A report that cannot be made (ReportError, a flag value) is one line and exit 2 (run_command)."""
+    from pipelines.options import check, starting
 
-    check(args.limit >= 0, "--limit", ">= 0", args.limit)
-    check(args.thumb_side >= 16, "--thumb-side", ">= 16", args.thumb_side)
+    with starting():
+        check(args.limit >= 0, "--limit", ">= 0", args.limit)
+        check(args.thumb_side >= 16, "--thumb-side", ">= 16", args.thumb_side)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    try:
-        stats = build_report(args.input, args.output, limit=args.limit, video_ids=args.video_ids,
-                             thumb_side=args.thumb_side, progress=progress)
-    except ReportError as e:
-        print(f"vmm report: {e}", file=sys.stderr)
-        return 2
+    stats = build_report(args.input, args.output, limit=args.limit, video_ids=args.video_ids,
+                         thumb_side=args.thumb_side, progress=progress)
     print(f"wrote {os.path.join(args.output, 'index.html')}: {stats.videos} videos ({stats.with_pictures} with "
           f"pictures, {stats.pictures} pictures), {stats.errors} errors; {stats.seconds:.1f} s "
           f"(decoding {stats.decode_seconds:.1f} s), {stats.bytes / 1e6:.1f} MB")
     return 0
 
 
-class ReportError(ValueError):
+class ReportError(CannotStart, ValueError):
     """The report cannot be made: no index there, an unknown --video-id, an output it must not replace."""
 
 

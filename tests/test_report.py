@@ -313,4 +313,5 @@ def test_cli_report(index, tmp_path):
     assert cli.main(["report", "--input", index, "--output", str(tmp_path / "r"), "--limit", "0"]) == 0
     assert (tmp_path / "r" / "index.html").exists()
     assert cli.main(["report", "--input", str(tmp_path / "none"), "--output", str(tmp_path / "r2")]) == 2
+    assert cli.main(["report", "--input", index, "--output", str(tmp_path / "r2"), "--limit", "-1"]) == 2
     assert not (tmp_path / "r2").exists()
