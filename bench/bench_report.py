@@ -41,12 +41,13 @@ def replicate(index: str, copies: int, out: str) -> int:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from pipelines.output import table_files
     from schemas.forward_index import TABLES
+    from schemas.index import IndexReader
 
     run_id = "20260101T000000-00000000"
+    reader = IndexReader(index)
     for table in TABLES:
-        files = table_files(index, table)
+        files = reader.files(table)
         source = pa.concat_tables([pq.read_table(p) for p in files])
         metadata = pq.read_schema(files[0]).metadata
         parts = []

@@ -106,26 +106,23 @@ class IndexData:
 
 
 def read_index(root: str, video_ids: list[str] | None = None) -> IndexData:
-    """What the report shows, read through the index reader (only these columns)."""
+    """What the report shows, read through `schemas.index.IndexReader` (only these columns)."""
     import pyarrow.compute as pc
 
-    from pipelines.output import committed_runs, table_files
-    from schemas.forward_index import TABLES
+    from schemas.index import IndexReader, read_summary
 
-    runs = sorted(committed_runs(root))
-    if not runs:
+    reader = IndexReader(root)
+    if not reader.runs:
         raise ReportError(f"{root} holds no committed run of a forward index (no _runs/*.json)")
     wanted = None if video_ids is None else pc.field("video_id").isin(list(video_ids))
 
     def rows(table: str, columns: list[str]) -> list[dict]:
-        return _read_table(table_files(root, table), columns, wanted).to_pylist()
+        if not reader.files(table):
+            return []
+        have = [c for c in columns if c in reader.schema(table).names]  # older schemas lack some
+        blank = dict.fromkeys(columns)
+        return [{**blank, **r} for r in reader.table(table, have, filter=wanted).to_pylist()]
 
-    metadata = {}
-    for table in TABLES:
-        files = table_files(root, table)
-        if files:
-            metadata = _file_metadata(files[-1])
-            break
     videos = sorted(rows("videos", _VIDEO_COLUMNS), key=lambda r: r["video_id"])
     frames: dict[str, list[dict]] = {}
     for r in sorted(rows("frames", _FRAME_COLUMNS), key=lambda r: (r["video_id"], r["timestamp_s"], r["frame_index"])):
@@ -134,49 +131,7 @@ def read_index(root: str, video_ids: list[str] | None = None) -> IndexData:
     for r in sorted(rows("asr_segments", _SEGMENT_COLUMNS), key=lambda r: (r["video_id"], r["segment_index"])):
         segments.setdefault(r["video_id"], []).append(r)
     errors = sorted(rows("errors", _ERROR_COLUMNS), key=lambda r: (str(r["video_id"]), str(r["uri"])))
-    return IndexData(root, len(runs), metadata, _read_summary(root), videos, frames, segments, errors)
-
-
-def _read_table(files: list[str], columns: list[str], filter=None):
-    """One table's committed shards, only `columns` (a column some files lack is null there)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
-
-    parts = []
-    for path in files:
-        with FileSystems.open(path) as f:
-            pf = pq.ParquetFile(f)
-            have = [c for c in columns if c in pf.schema_arrow.names]
-            part = pf.read(columns=have)
-        if filter is not None:
-            part = part.filter(filter)
-        for c in columns:
-            if c not in part.column_names:
-                part = part.append_column(c, pa.nulls(part.num_rows))
-        parts.append(part.select(columns))
-    if not parts:
-        return pa.table({c: pa.nulls(0) for c in columns})
-    return pa.concat_tables(parts, promote_options="permissive")
-
-
-def _file_metadata(path: str) -> dict:
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path) as f:
-        raw = pq.ParquetFile(f).schema_arrow.metadata or {}
-    return {k.decode(): v.decode() for k, v in raw.items() if k.startswith(b"vmm.")}
-
-
-def _read_summary(root: str) -> dict | None:
-    from apache_beam.io.filesystems import FileSystems
-
-    path = FileSystems.join(root, "run_summary.json")
-    if not FileSystems.exists(path):
-        return None
-    with FileSystems.open(path) as f:
-        return json.loads(f.read().decode("utf-8"))
+    return IndexData(root, len(reader.runs), reader.metadata, read_summary(root), videos, frames, segments, errors)
 
 
 # ---------------------------------------------------------------------------------------------
