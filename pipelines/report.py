@@ -55,6 +55,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--video-id", dest="video_ids", action="extend", nargs="+", default=None,
                         help="report only these videos (repeatable)")
     parser.add_argument("--thumb-side", type=int, default=360, help="longer side of the frame pictures, pixels")
+    parser.add_argument("--decode-timeout-s", type=float, default=300.0,
+                        help="a video whose pictures take longer to decode gets its page without them")
+    switch(parser, "isolate-decode", True, "decode in a child process: a decoder crash or hang costs that "
+                                           "video's pictures, not the report")
     switch(parser, "progress", None, "progress bar (default: when stderr is a terminal)")
 
 
@@ -65,9 +69,11 @@ def execute(args, options=None) -> int:
     with starting():
         check(args.limit >= 0, "--limit", ">= 0", args.limit)
         check(args.thumb_side >= 16, "--thumb-side", ">= 16", args.thumb_side)
+        check(args.decode_timeout_s > 0, "--decode-timeout-s", "> 0", args.decode_timeout_s)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     stats = build_report(args.input, args.output, limit=args.limit, video_ids=args.video_ids,
-                         thumb_side=args.thumb_side, progress=progress)
+                         thumb_side=args.thumb_side, progress=progress, isolate=args.isolate_decode,
+                         decode_timeout_s=args.decode_timeout_s)
     print(f"wrote {os.path.join(args.output, 'index.html')}: {stats.videos} videos ({stats.with_pictures} with "
           f"pictures, {stats.pictures} pictures), {stats.errors} errors; {stats.seconds:.1f} s "
           f"(decoding {stats.decode_seconds:.1f} s), {stats.bytes / 1e6:.1f} MB")
@@ -177,20 +183,32 @@ def _folder_bytes(folder: str) -> int:
 # Building
 
 
-def _pictures(uri: str, frames: list[dict], folder: str, name: str, thumb_side: int) -> tuple[dict[int, str], str | None]:
-    """Decodes a video's frames and writes them as JPEGs in folder/name/; (frame_index -> path
-    relative to the page, why some or all are missing or None)."""
+def _pictures(uri: str, frames: list[dict], folder: str, name: str, thumb_side: int,
+              isolated=None) -> tuple[dict[int, str], str | None]:
+    """Decodes a video's frames (in the `isolated` child when given) and writes them as JPEGs in
+    folder/name/; (frame_index -> path relative to the page, why some or all are missing or None)."""
     from PIL import Image
 
     from models.decode import DecodeError
+    from models.isolated import Crashed, RemoteError, TimedOut
     from transforms.decode_uri import decode_uri_frames
 
     if not frames:
         return {}, None
+    wanted = [f["frame_index"] for f in frames]
     try:
-        images = decode_uri_frames(uri, [f["frame_index"] for f in frames], thumb_side)
+        if isolated is None:
+            images = decode_uri_frames(uri, wanted, thumb_side)
+        else:
+            images = isolated.call(decode_uri_frames, uri, wanted, thumb_side)
     except DecodeError as e:
         return {}, f"{uri} cannot be decoded now ({e.error_type}: {e})"
+    except RemoteError as e:
+        return {}, f"{uri} cannot be decoded now ({(e.details or {}).get('error_type') or e.type_name}: {e})"
+    except TimedOut as e:
+        return {}, f"decoding {uri} did not finish (Timeout: {e})"
+    except Crashed as e:
+        return {}, f"the decoder crashed on {uri} (DecoderCrash: {e})"
     except OSError as e:
         return {}, f"{uri} cannot be read now ({type(e).__name__}: {e})"
     os.makedirs(os.path.join(folder, name), exist_ok=True)
@@ -206,8 +224,11 @@ def _pictures(uri: str, frames: list[dict], folder: str, name: str, thumb_side: 
 
 
 def build_report(index_root: str, output: str, limit: int = 200, video_ids: list[str] | None = None,
-                 thumb_side: int = 360, progress: bool = False) -> ReportStats:
-    """Writes the report of `index_root` to the local folder `output` (replacing an earlier report)."""
+                 thumb_side: int = 360, progress: bool = False, isolate: bool = True,
+                 decode_timeout_s: float | None = 300.0) -> ReportStats:
+    """Writes the report of `index_root` to the local folder `output` (replacing an earlier report).
+    `isolate`: pictures are decoded in a child process (models.isolated), `decode_timeout_s` at most
+    per video."""
     started = time.perf_counter()
     output = os.path.abspath(output.rstrip("/") or "/")
     if os.path.lexists(output) and not (os.path.isdir(output) and (not os.listdir(output) or _is_report(output))):
@@ -221,7 +242,13 @@ def build_report(index_root: str, output: str, limit: int = 200, video_ids: list
     os.makedirs(os.path.join(tmp, "v"))
     stats = ReportStats(videos=len(data.videos), errors=len(data.errors))
     try:
-        _write_pages(data, tmp, limit, thumb_side, progress, stats)
+        if isolate and limit and data.videos:
+            from models.isolated import Isolated
+
+            with Isolated(timeout_s=decode_timeout_s, preload=("transforms.decode_uri",)) as child:
+                _write_pages(data, tmp, limit, thumb_side, progress, stats, child)
+        else:
+            _write_pages(data, tmp, limit, thumb_side, progress, stats)
         stats.seconds = time.perf_counter() - started
         stats.bytes = _folder_bytes(tmp)
         with open(os.path.join(tmp, MARKER), "w") as f:
@@ -233,7 +260,8 @@ def build_report(index_root: str, output: str, limit: int = 200, video_ids: list
     return stats
 
 
-def _write_pages(data: IndexData, tmp: str, limit: int, thumb_side: int, progress: bool, stats: ReportStats) -> None:
+def _write_pages(data: IndexData, tmp: str, limit: int, thumb_side: int, progress: bool, stats: ReportStats,
+                 isolated=None) -> None:
     from tqdm import tqdm
 
     from pipelines import report_html as rh
@@ -245,7 +273,7 @@ def _write_pages(data: IndexData, tmp: str, limit: int, thumb_side: int, progres
         frames = data.frames.get(vid, [])
         if i < limit:
             t = time.perf_counter()
-            thumbs, why = _pictures(video["uri"], frames, os.path.join(tmp, "v"), name, thumb_side)
+            thumbs, why = _pictures(video["uri"], frames, os.path.join(tmp, "v"), name, thumb_side, isolated)
             stats.decode_seconds += time.perf_counter() - t
             stats.pictures += len(thumbs)
             stats.with_pictures += bool(thumbs)

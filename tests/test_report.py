@@ -315,3 +315,12 @@ def test_cli_report(index, tmp_path):
     assert cli.main(["report", "--input", str(tmp_path / "none"), "--output", str(tmp_path / "r2")]) == 2
     assert cli.main(["report", "--input", index, "--output", str(tmp_path / "r2"), "--limit", "-1"]) == 2
     assert not (tmp_path / "r2").exists()
+
+
+def test_a_decode_that_does_not_finish_costs_only_the_pictures(index, tmp_path):
+    folder = tmp_path / "report"
+    stats = build_report(index, str(folder), video_ids=["sample-000"], decode_timeout_s=1e-3)
+    assert (stats.videos, stats.with_pictures, stats.pictures) == (1, 0, 0)
+    assert os.listdir(folder / "v") == [safe_name("sample-000") + ".html"]  # the page, no pictures folder
+    page = (folder / "v" / (safe_name("sample-000") + ".html")).read_text()
+    assert "No pictures: decoding" in page and "(Timeout: " in page
