@@ -44,7 +44,9 @@ setup(
         # Tests build a Dataflow job offline, so they need the GCP runner too.
         "test": ["pytest>=8", "pandas>=2", "duckdb>=1.0", "polars>=1.0", "jiwer>=3", "apache-beam[gcp]", "build>=1.0",
                  # drives Debian's /usr/bin/chromium in tests/test_report.py (no browser download)
-                 "playwright>=1.45"],
+                 "playwright>=1.45",
+                 # the reader tier (tests/test_readers.py); pyspark needs a Java 17+ runtime
+                 "pyspark==4.3.0", "chdb==4.4.0"],
         # Cluster runners and object stores: Dataflow + gs://, or s3://. Beam packs --setup_file with
         # `python -m build` (without it: "No module named build", then a deprecated setup.py call).
         "gcp": ["apache-beam[gcp]", "build>=1.0"],

@@ -10,8 +10,9 @@ Schema history:
   2 -- OCR: frames.ocr (boxes with their domain), frames with reason "text", videos.ocr_*_text;
        ASR: table asr_segments, videos.asr_text / asr_language / asr_language_probability /
        speech_seconds.
-  3 -- embeddings readable by every engine: `--embedding-dtype int8` (codes + a per-row
-       `embedding_scale`, vector = embedding x embedding_scale); `vmm.embedding_decode` says how to
+  3 -- embeddings readable by every engine (Spark cannot read float16): int8 codes + a per-row
+       `embedding_scale` by default (vector = embedding x embedding_scale; float16 and float32 on
+       request, see README "The embedding encoding"); `vmm.embedding_decode` says how to
        decode a file's vectors; `vmm.settings.*` record the frame sampling, OCR domain rules and ASR
        decoding a run used. `schemas.index.IndexReader` reads every version.
 """
@@ -31,7 +32,7 @@ TABLES = ("videos", "frames", "asr_segments", "errors")
 
 # int8: codes q with a per-row float32 `embedding_scale` s, the vector being q x s (s = max|v| / 127).
 EMBEDDING_DTYPES = {"int8": pa.int8(), "float16": pa.float16(), "float32": pa.float32()}
-DEFAULT_EMBEDDING_DTYPE = "float16"
+DEFAULT_EMBEDDING_DTYPE = "int8"
 EMBEDDING_SCALE = "embedding_scale"
 
 STAGE_ERROR_TYPE = pa.struct(

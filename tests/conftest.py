@@ -41,6 +41,7 @@ def import_or_missing(module: str, reason: str | None = None):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: whole-pipeline or real-media tests (run in CI too)")
+    config.addinivalue_line("markers", "readers: the index read by Spark, ClickHouse, DuckDB, Polars, pandas (run in CI too)")
 
 
 def media_videos() -> list:

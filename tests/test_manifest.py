@@ -602,7 +602,7 @@ def test_videos_round_trip_with_passthrough_and_stage_errors(tmp_path):
         VideoInfo(requests[1], None, None, 320, 240, "vp9", False, (KeyframeMeta(0, 0.0, "first"),), 1),
     ]
     ocr = VideoOcr(((0, ()),), ("a subtitle",), ("VMM TV",), (), 1, 0)
-    config = AssembleConfig(passthrough_columns=tuple(passthrough.names))
+    config = AssembleConfig(embedding_dtype="float16", passthrough_columns=tuple(passthrough.names))
     rows = [video_row(infos[0], frame_embs[0], None, config, ocr), video_row(infos[1], frame_embs[1], None, config)]
     schema = videos_schema(dim, "float16", passthrough)
     path = _write_with_vmm(tmp_path, "videos", schema, rows)

@@ -229,7 +229,8 @@ def test_stage_errors_land_on_the_video_row():
     # A failed stage's columns are null (not empty text); the video keeps its real features.
     assert row["asr_text"] is None and row["asr_language"] is None
     assert (row["ocr_subtitle_text"], row["ocr_overlay_text"], row["ocr_scene_text"]) == (None, None, None)
-    np.testing.assert_array_equal(row["embedding"], emb[0].astype(np.float16))
+    np.testing.assert_array_equal(row["embedding"], [127] + [0] * 7)  # int8 codes of a unit vector
+    assert row["embedding_scale"] == pytest.approx(1 / 127)
     assert row["num_keyframes"] == 1 and row["has_audio"] is True
     # The row fits the table it goes to.
     from schemas.forward_index import videos_schema
