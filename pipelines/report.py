@@ -125,7 +125,7 @@ def read_index(root: str, video_ids: list[str] | None = None) -> IndexData:
     def rows(table: str, columns: list[str]) -> list[dict]:
         if not reader.files(table):
             return []
-        have = [c for c in columns if c in reader.schema(table).names]  # older schemas lack some
+        have = [c for c in columns if c in reader.schema(table, names_only=True).names]  # older schemas lack some
         blank = dict.fromkeys(columns)
         return [{**blank, **r} for r in reader.table(table, have, filter=wanted).to_pylist()]
 

@@ -188,9 +188,14 @@ class IndexReader:
                     return vmm_metadata(self.file_schema(path))
         raise KeyError(f"run {run_id} has no committed files in {self.root}")
 
-    def schema(self, table: str, columns: Sequence[str] | None = None) -> pa.Schema:
-        """The table's schema over all its files (columns some files lack included); no metadata."""
+    def schema(self, table: str, columns: Sequence[str] | None = None, names_only: bool = False) -> pa.Schema:
+        """The table's schema over all its files (columns some files lack included); no metadata.
+
+        A column whose type differs between files (the embedding of runs with different encodings)
+        raises ValueError, unless `names_only` and no columns are named: then it holds the first
+        file's type (for listing the column names)."""
         schemas = [self.file_schema(p) for p in self.files(table)]
+        conflicts: list[tuple[str, pa.DataType, pa.DataType]] = []
         if not schemas:
             raise FileNotFoundError(f"{self.root} has no committed {table} files (runs: {len(self.runs)})")
         fields: dict[str, pa.Field] = {}
@@ -202,12 +207,13 @@ class IndexReader:
                 if seen is None:
                     fields[field.name] = field
                 elif seen.type != field.type:
-                    hint = " (use IndexReader.embeddings() to decode every encoding)" if field.name.startswith(
-                        EMBEDDING_COLUMN) else ""
-                    raise ValueError(f"{table}.{field.name} is {seen.type} in some files and {field.type} in "
-                                     f"others{hint}")
+                    conflicts.append((field.name, seen.type, field.type))
                 elif field.nullable and not seen.nullable:
                     fields[field.name] = seen.with_nullable(True)
+        if conflicts and not (columns is None and names_only):
+            name, first, other = conflicts[0]
+            hint = " (IndexReader.embeddings() decodes every encoding)" if name.startswith(EMBEDDING_COLUMN) else ""
+            raise ValueError(f"{table}.{name} is {first} in some files and {other} in others{hint}")
         if columns is not None:
             missing = [c for c in columns if c not in fields]
             if missing:

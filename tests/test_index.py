@@ -117,8 +117,13 @@ def test_a_column_one_run_lacks_reads_as_nulls(two_runs):
 
 
 def test_mixed_encodings_in_one_column_are_refused_by_table_with_a_pointer(two_runs):
+    index = IndexReader(two_runs[0])
     with pytest.raises(ValueError, match="embeddings()"):
-        IndexReader(two_runs[0]).table("videos", columns=["embedding"])
+        index.table("videos", columns=["embedding"])
+    with pytest.raises(ValueError, match="embeddings()"):
+        index.table("videos")
+    assert "embedding" in index.schema("videos", names_only=True).names  # listing names still works
+    assert index.table("videos", columns=["video_id", "title"]).num_rows == 7
 
 
 def test_filter_and_batches(two_runs):
