@@ -19,7 +19,11 @@ setup(
     description="Video multimodal features (CLIP, visual tokens, OCR, ASR) for search, on Apache Beam",
     python_requires=">=3.10",
     packages=["pipelines", "transforms", "models", "schemas"],
-    package_data={"models": ["clip_configs/*.json"]},
+    # The sample's recorded speech clip (used where espeak-ng is missing) and the text it says.
+    package_data={
+        "models": ["clip_configs/*.json"],
+        "pipelines": ["sample_speech/speech.ogg", "sample_speech/speech.txt"],
+    },
     install_requires=[
         "apache-beam>=2.60",
         "av>=12",

@@ -19,6 +19,22 @@ boundary come out garbled), and each window with the last words of the one befor
 whose text then loops (a segment compresses more than `LOOP_COMPRESSION_RATIO`, Whisper's own
 hallucination test) is decoded again with less prompting: without the previous window's words,
 then with no text carried between its chunks.
+
+Language. A multilingual model detects the language from the first 30 s of speech (Whisper's own
+detection). An English-only model (tiny.en, the default) cannot: given Mandarin it writes
+confident English nonsense. Its transcript is therefore checked: Whisper scores every decoded
+word against the audio (faster-whisper's word alignment, `Word.probability`), and when the mean
+log-probability of the words falls below `NOT_ENGLISH_WORD_LOGPROB` the speech is taken for a
+language the model does not know: the result has no segments, no language, and `withheld` says
+why (the pipeline records it as an `UnsupportedLanguage` stage error). Audio without speech has
+no language (None), whatever the model.
+
+Confidence figures. `AsrSegment.avg_logprob` and `no_speech_prob` are Whisper's figures for the
+30 s chunk of (VAD-kept) audio that the segment was decoded from, not for the segment: every
+segment of one chunk carries the same two values. `avg_logprob` is the beam's log-probability of
+all the tokens decoded for that chunk (text and timestamp tokens) divided by their count + 1;
+`no_speech_prob` is the probability of Whisper's no-speech token at the chunk's start.
+`AsrSegment.word_logprob` is the segment's own figure: the mean log-probability of its words.
 """
 
 from __future__ import annotations
@@ -68,6 +84,13 @@ _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # Whisper's (and faster-whisper's) test for a looping decode: text that gzip compresses this well.
 LOOP_COMPRESSION_RATIO = 2.4
 _PROMPT_CHARS = 600  # the previous window's text given to the next as its prompt (~120-150 tokens)
+# An English-only model's transcript whose words average a lower log-probability than this is taken
+# for speech in another language (see the module doc; the measurements are in bench/README.md).
+NOT_ENGLISH_WORD_LOGPROB = -0.70
+# Fewer decoded words than this are too few to judge the language from: their text is kept.
+MIN_LANGUAGE_WORDS = 4
+UNSUPPORTED_LANGUAGE = "UnsupportedLanguage"  # the stage error's type when a transcript is withheld
+_MIN_WORD_PROBABILITY = 1e-6  # floor before the log: one word scored 0 must not make the mean -inf
 
 
 class AsrUnavailable(ModelUnavailable):
@@ -111,17 +134,22 @@ class AsrSegment:
     start_s: float
     end_s: float
     text: str  # as Whisper wrote it (leading space included)
-    avg_logprob: float
-    no_speech_prob: float
+    avg_logprob: float  # of the 30 s chunk the segment was decoded from (see the module doc)
+    no_speech_prob: float  # of that chunk too
+    word_logprob: float | None = None  # mean log-probability of the segment's words; None: no words
+    num_words: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class AsrResult:
     segments: tuple[AsrSegment, ...]
-    language: str | None  # detected or forced; None when nothing was detected (no speech)
+    language: str | None  # detected or forced; None when there was no speech, or it was withheld
     language_probability: float | None  # None when the language was forced rather than detected
     speech_seconds: float  # audio left after VAD (= duration_s with VAD off)
     duration_s: float
+    # Why there is no transcript although Whisper heard words: speech an English-only model cannot
+    # transcribe (the `UnsupportedLanguage` message). Segments are then empty. None otherwise.
+    withheld: str | None = None
 
     @property
     def text(self) -> str:
@@ -363,7 +391,7 @@ class AsrEngine:
         duration = n / SAMPLE_RATE
         forced = self._forced_language()
         if duration < MIN_AUDIO_S:
-            return AsrResult((), forced, None, 0.0, duration)
+            return AsrResult((), None, None, 0.0, duration)
 
         language, probability = forced, None
         speech = 0.0
@@ -382,7 +410,14 @@ class AsrEngine:
             # Detect once, from the first window that holds speech; later windows reuse it.
             if language is None and found:
                 language, probability = used, used_probability
-        return AsrResult(_ordered(segments, duration), language, probability, min(speech, duration), duration)
+        speech = min(speech, duration)
+        if not segments:
+            return AsrResult((), None, None, speech, duration)  # no speech: no language either
+        if self.english_only:
+            withheld = not_english(segments, self.model_id)
+            if withheld is not None:
+                return AsrResult((), None, None, speech, duration, withheld=withheld)
+        return AsrResult(_ordered(segments, duration), language, probability, speech, duration)
 
     def _transcribe_window(self, samples, start: int, end: int, language: str | None, prompt: str | None):
         cfg = self.config
@@ -422,16 +457,49 @@ class AsrEngine:
             initial_prompt=prompt,
             vad_filter=cfg.vad,
             without_timestamps=False,
-            word_timestamps=False,
+            # Word alignment scores each decoded word against the audio: the language check of an
+            # English-only model rests on it (and segment times snap to the words).
+            word_timestamps=True,
         )
         found = []
         for piece in pieces:  # the generator runs the decoder
             s = min(max(offset + piece.start, offset), window_end)
             e = min(max(offset + piece.end, s), window_end)
+            word_logprob, num_words = _mean_word_logprob(piece.words or ())
             found.append(AsrSegment(
-                round(s, 3), round(e, 3), piece.text, float(piece.avg_logprob), float(piece.no_speech_prob)
+                round(s, 3), round(e, 3), piece.text, float(piece.avg_logprob), float(piece.no_speech_prob),
+                word_logprob, num_words,
             ))
         return found, info
+
+
+def _mean_word_logprob(words) -> tuple[float | None, int]:
+    """(mean natural log of the words' probabilities, number of words) of one decoded segment."""
+    if not words:
+        return None, 0
+    logs = np.log(np.maximum(np.array([w.probability for w in words], np.float64), _MIN_WORD_PROBABILITY))
+    return round(float(logs.mean()), 6), len(words)
+
+
+def not_english(segments, model_id: str = "the English-only model") -> str | None:
+    """Why an English-only model's transcript is to be withheld, or None to keep it.
+
+    The transcript is withheld when it has at least MIN_LANGUAGE_WORDS words and their mean
+    log-probability is below NOT_ENGLISH_WORD_LOGPROB: the model heard speech that matches no
+    English it knows.
+    """
+    counted = [s for s in segments if s.num_words and s.word_logprob is not None]
+    words = sum(s.num_words for s in counted)
+    if words < MIN_LANGUAGE_WORDS:
+        return None
+    mean = sum(s.word_logprob * s.num_words for s in counted) / words
+    if mean >= NOT_ENGLISH_WORD_LOGPROB:
+        return None
+    return (
+        f"the speech does not sound like English: {model_id} is English-only, and the {words} words it "
+        f"heard score a mean log-probability of {mean:.2f} (below {NOT_ENGLISH_WORD_LOGPROB}); transcribe "
+        "it with a multilingual model (--asr-model small, large-v3, ...)"
+    )
 
 
 def _loops(segments: list[AsrSegment]) -> bool:

@@ -11,7 +11,10 @@ exercise every feature the pipeline extracts:
   the frame), one short English sentence every 2-3 s;
 * a constant "VMM TV" logo box in the top-right corner of every frame;
 * a mono AAC speech track (16 kHz) synthesised with ``espeak-ng`` that reads
-  the subtitle sentences.  Without ``espeak-ng`` the videos have no audio.
+  the subtitle sentences.  Without ``espeak-ng`` every video speaks the
+  recorded clip shipped with the package instead (``sample_speech/``: a few
+  seconds of espeak-ng speech in Ogg Opus, and ``speech.txt``, what it says),
+  so the sample always has speech.
 
 Next to the videos it writes
 
@@ -24,7 +27,9 @@ Next to the videos it writes
 Everything is a pure function of ``seed`` and the video index: no wall-clock
 time, no global random state.
 
-CLI: ``python -m pipelines.make_sample --output DIR [--num-videos N] [--seed S]``
+CLI: ``python -m pipelines.make_sample --output DIR [--num-videos N] [--seed S]``;
+``python -m pipelines.make_sample --write-speech-clip`` makes the recorded clip again from
+``sample_speech/speech.txt`` (needs espeak-ng).
 """
 
 from __future__ import annotations
@@ -130,6 +135,12 @@ SCRIPTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # espeak-ng at 150 wpm speaks about 2.2 words per second including sentence
 # pauses; stay under 2.0 so the speech never needs trimming.
 _SPEECH_WORDS_PER_SECOND = 2.0
+
+# The recorded speech used when espeak-ng is missing (package data; see --write-speech-clip).
+SPEECH_CLIP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_speech")
+SPEECH_CLIP = os.path.join(SPEECH_CLIP_DIR, "speech.ogg")
+SPEECH_CLIP_TEXT = os.path.join(SPEECH_CLIP_DIR, "speech.txt")
+_CLIP_BITRATE = 12000  # Opus at 12 kbit/s: speech stays clear for Whisper in a few KB
 
 
 @dataclass(frozen=True)
@@ -381,6 +392,58 @@ def synthesize_speech(text: str, sample_rate: int = AUDIO_SAMPLE_RATE) -> np.nda
     return np.clip(samples, -1.0, 1.0).astype(np.float32)
 
 
+def speech_clip_text() -> str:
+    """What the recorded clip says."""
+    with open(SPEECH_CLIP_TEXT, encoding="utf-8") as f:
+        return " ".join(f.read().split())
+
+
+def recorded_speech(sample_rate: int = AUDIO_SAMPLE_RATE, path: str = SPEECH_CLIP) -> np.ndarray:
+    """The recorded clip (or another audio file), decoded: float32 mono samples at ``sample_rate``."""
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    pieces = []
+    with av.open(path) as container:
+        for frame in container.decode(audio=0):
+            pieces += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    pieces += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.clip(np.concatenate(pieces), -1.0, 1.0).astype(np.float32)
+
+
+def write_speech_clip(path: str = SPEECH_CLIP, text: str | None = None) -> str:
+    """Speaks ``text`` (default: ``speech.txt``) with espeak-ng into an Ogg Opus file at ``path``.
+
+    Run once by a maintainer (``--write-speech-clip``); the file is committed so that machines
+    without espeak-ng still get a sample with speech.
+    """
+    text = speech_clip_text() if text is None else text
+    samples = synthesize_speech(text, AUDIO_SAMPLE_RATE)
+    if samples is None:
+        raise RuntimeError("espeak-ng is needed to write the speech clip (apt-get install espeak-ng)")
+    pcm = np.round(samples * 32767).astype("<i2")
+    # bitexact: no random Ogg serial number, no encoder version tag: the same text gives the same bytes.
+    with av.open(path, "w", format="ogg", options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream("libopus", rate=AUDIO_SAMPLE_RATE, options={"application": "voip"})
+        stream.layout, stream.bit_rate = "mono", _CLIP_BITRATE
+        for start in range(0, pcm.size, 320):  # 20 ms frames
+            frame = av.AudioFrame.from_ndarray(pcm[None, start:start + 320], format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = AUDIO_SAMPLE_RATE, start, Fraction(1, AUDIO_SAMPLE_RATE)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    logger.info("wrote %s (%.2f s, %d bytes): %r", path, samples.size / AUDIO_SAMPLE_RATE, os.path.getsize(path), text)
+    return path
+
+
+def speech_track(text: str) -> tuple[np.ndarray, str, str]:
+    """(samples at AUDIO_SAMPLE_RATE, the text they say, where they come from) for a video meant to say ``text``.
+
+    espeak-ng speaks ``text``; without espeak-ng the recorded clip stands in, saying its own text.
+    """
+    samples = synthesize_speech(text, AUDIO_SAMPLE_RATE)
+    if samples is not None:
+        return samples, text, "espeak-ng"
+    return recorded_speech(AUDIO_SAMPLE_RATE), speech_clip_text(), "recorded clip"
+
+
 # --------------------------------------------------------------------------
 # Encoding.
 
@@ -388,14 +451,15 @@ def synthesize_speech(text: str, sample_rate: int = AUDIO_SAMPLE_RATE) -> np.nda
 def make_video(path: str, *, shots: list[ShotSpec], subtitles: list[tuple[float, float, str]] | None,
                logo: str | None, speech_text: str | None, fps: int = FPS,
                size: tuple[int, int] = SIZE, codec: str = "libx264", audio: bool = True,
-               seed: int = 0) -> None:
-    """Encode one video with PyAV.
+               seed: int = 0) -> str | None:
+    """Encode one video with PyAV; returns the text its audio track says (None: no audio).
 
     ``subtitles`` are ``(start_s, end_s, text)``; a line is shown on frames
-    ``round(start_s*fps) <= i < round(end_s*fps)``.  An AAC audio track with
-    the spoken ``speech_text`` (silence-padded to the video duration) is
-    written when ``audio`` is true, ``speech_text`` is given and espeak-ng is
-    available; otherwise the video has no audio stream.
+    ``round(start_s*fps) <= i < round(end_s*fps)``.  An AAC audio track
+    (silence-padded to the video duration) is written when ``audio`` is true
+    and ``speech_text`` is given: espeak-ng speaking ``speech_text``, or, where
+    espeak-ng is missing, the recorded clip (which says ``speech_clip_text()``).
+    Otherwise the video has no audio stream.
     """
     if not shots:
         raise ValueError("at least one shot is required")
@@ -407,19 +471,18 @@ def make_video(path: str, *, shots: list[ShotSpec], subtitles: list[tuple[float,
     num_frames = ranges[-1][1]
     duration_s = num_frames / fps
 
-    samples = None
+    samples = spoken = None
     if audio and speech_text is not None:
-        samples = synthesize_speech(speech_text, AUDIO_SAMPLE_RATE)
-        if samples is None:
-            logger.warning("espeak-ng not found; writing %s without audio", path)
-        else:
-            total = round(duration_s * AUDIO_SAMPLE_RATE)
-            if samples.size > total:
-                logger.warning("speech for %s is %.2f s, longer than the %.2f s video; trimmed",
-                               path, samples.size / AUDIO_SAMPLE_RATE, duration_s)
-            padded = np.zeros(total, dtype=np.float32)
-            padded[: min(total, samples.size)] = samples[:total]
-            samples = padded
+        samples, spoken, source = speech_track(speech_text)
+        if source != "espeak-ng":
+            logger.warning("espeak-ng not found; %s speaks the %s (%r)", path, source, spoken)
+        total = round(duration_s * AUDIO_SAMPLE_RATE)
+        if samples.size > total:
+            logger.warning("speech for %s is %.2f s, longer than the %.2f s video; trimmed",
+                           path, samples.size / AUDIO_SAMPLE_RATE, duration_s)
+        padded = np.zeros(total, dtype=np.float32)
+        padded[: min(total, samples.size)] = samples[:total]
+        samples = padded
 
     backgrounds = [_render_background(shot, size) for shot in shots]
     logo_tile = _render_logo(logo, size) if logo else None
@@ -478,6 +541,7 @@ def make_video(path: str, *, shots: list[ShotSpec], subtitles: list[tuple[float,
             container.mux(astream.encode(None))
     logger.info("wrote %s (%d frames, %.2f s, audio=%s)", path, num_frames, duration_s,
                 astream is not None)
+    return spoken
 
 
 # --------------------------------------------------------------------------
@@ -553,9 +617,8 @@ def make_sample(output_dir: str, num_videos: int = 3, seed: int = 0) -> str:
         video_id = f"sample-{index:03d}"
         path = os.path.join(output_dir, f"{video_id}.mp4")
         plan = _video_plan(index, seed, fps)
-        make_video(path, shots=plan["shots"], subtitles=plan["subtitles"], logo=LOGO_TEXT,
-                   speech_text=plan["speech_text"], fps=fps, size=size, seed=seed)
-        # Ask the file rather than assume: espeak-ng may be missing.
+        spoken = make_video(path, shots=plan["shots"], subtitles=plan["subtitles"], logo=LOGO_TEXT,
+                            speech_text=plan["speech_text"], fps=fps, size=size, seed=seed)
         with av.open(path) as probe:
             has_audio = bool(probe.streams.audio)
         tags = plan["tags"] + (["speech"] if has_audio else [])
@@ -585,7 +648,8 @@ def make_sample(output_dir: str, num_videos: int = 3, seed: int = 0) -> str:
                            "text": text} for start, end, text in plan["subtitles"]],
             "subtitle_band": list(subtitle_band(size)),
             "logo": {"text": LOGO_TEXT, "box": list(logo_box(size))},
-            "speech_text": plan["speech_text"],
+            # What the audio says: the subtitles read by espeak-ng, or the recorded clip's text.
+            "speech_text": spoken,
             "has_audio": has_audio,
         })
 
@@ -603,14 +667,23 @@ def make_sample(output_dir: str, num_videos: int = 3, seed: int = 0) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--output", required=True, help="directory for the videos and manifest (required)")
+    parser.add_argument("--output", help="directory for the videos and manifest (required, except with "
+                                          "--write-speech-clip)")
     parser.add_argument("--num-videos", type=int, default=3, help="how many videos")
     parser.add_argument("--seed", type=int, default=0, help="everything is a function of the seed and the index")
+    parser.add_argument("--write-speech-clip", action="store_true",
+                        help=f"instead of a sample, write the recorded speech clip {SPEECH_CLIP} again from "
+                             "speech.txt beside it (needs espeak-ng)")
 
 
 def execute(args, options=None) -> int:
     from pipelines.options import UsageError
 
+    if args.write_speech_clip:
+        print(write_speech_clip())
+        return 0
+    if not args.output:
+        raise UsageError("--output is required")
     if args.num_videos < 1:
         raise UsageError(f"--num-videos must be >= 1, got {args.num_videos}")
     print(make_sample(args.output, num_videos=args.num_videos, seed=args.seed))

@@ -105,7 +105,9 @@ def summarize(result, config, wall_time_s: float, new_files: list[str] = ()) -> 
             "frames_reused": counters.get("vmm.ocr_frames_reused", 0),
             "text_frames": counters.get("vmm.text_frames", 0),
         },
-        "asr": {"model": config.asr_model_id, "videos": counters.get("vmm.asr_videos", 0)},
+        "asr": {"model": config.asr_model_id, "videos": counters.get("vmm.asr_videos", 0),
+                # of those, speech in a language the model cannot transcribe (no text written)
+                "unsupported_language": counters.get("vmm.asr_unsupported_language", 0)},
         "counters": dict(sorted(counters.items())),
     }
 
@@ -138,7 +140,9 @@ def format_summary(summary: dict) -> str:
         f"  OCR {summary['ocr']['model'] or 'off'}: frames read {summary['ocr']['frames_read']}, "
         f"reused {summary['ocr']['frames_reused']} (text frames {summary['ocr']['text_frames']})",
         f"  ASR {summary['asr']['model'] or 'off'}: videos transcribed {summary['asr']['videos']}, "
-        f"segments {c['asr_segments']}",
+        f"segments {c['asr_segments']}"
+        + (f", speech in an unsupported language {summary['asr']['unsupported_language']}"
+           if summary["asr"].get("unsupported_language") else ""),
         f"  wall {summary['wall_time_s']:.1f}s  stage busy seconds {summary['stage_seconds']}",
     ]
     if c["errors_by_type"]:

@@ -150,6 +150,9 @@ def videos_schema(dim: int, dtype: str = DEFAULT_EMBEDDING_DTYPE, passthrough: p
             pa.field("ocr_overlay_text", pa.string()),
             pa.field("ocr_scene_text", pa.string()),
             # ASR; null when ASR was off, the video has no audio, or ASR failed (see stage_errors).
+            # Speech in a language the model cannot transcribe (an English-only model hearing
+            # Mandarin): asr_text / asr_language null, speech_seconds filled, stage error
+            # ("asr", "UnsupportedLanguage"). asr_language is null too when there is no speech.
             pa.field("asr_text", pa.string()),
             pa.field("asr_language", pa.string()),
             pa.field("asr_language_probability", pa.float32()),
@@ -193,6 +196,9 @@ ASR_SEGMENTS_SCHEMA = pa.schema(
         pa.field("start_s", pa.float64(), nullable=False),
         pa.field("end_s", pa.float64(), nullable=False),
         pa.field("text", pa.string(), nullable=False),
+        # Whisper's figures for the 30 s chunk the segment was decoded from, the same for every
+        # segment of that chunk: the beam's log-probability of the chunk's tokens / (tokens + 1),
+        # and the probability of the no-speech token at the chunk's start.
         pa.field("avg_logprob", pa.float32(), nullable=False),
         pa.field("no_speech_prob", pa.float32(), nullable=False),
     ]

@@ -334,6 +334,7 @@ def test_silent_track(engine, engine_no_vad, tmp_path):
     assert samples.size >= 10 * SAMPLE_RATE
     with_vad = engine.transcribe(samples)
     assert with_vad.segments == () and with_vad.speech_seconds < 0.5
+    assert with_vad.language is None and with_vad.withheld is None  # no speech, no language
     without_vad = engine_no_vad.transcribe(samples)
     # Whisper may still emit a filler ("you") on silence, but then flags it as no speech.
     assert all(s.no_speech_prob > 0.5 for s in without_vad.segments), without_vad.segments
@@ -387,12 +388,103 @@ def test_deterministic(engine, jfk, jfk_result):
 
 def test_short_and_invalid_input(engine):
     empty = engine.transcribe(np.zeros(800, np.float32))
-    assert empty == AsrResult((), "en", None, 0.0, 0.05)
+    assert empty == AsrResult((), None, None, 0.0, 0.05)  # nothing heard: no language either
     assert engine.transcribe(np.zeros(0, np.float32)).segments == ()
     with pytest.raises(ValueError):
         engine.transcribe(np.zeros((2, 16000), np.float32))
     with pytest.raises(RuntimeError):
         AsrEngine().transcribe(np.zeros(16000, np.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Language: speech an English-only model cannot transcribe, and audio without speech
+
+MANDARIN_CLIPS = ("aishell-BAC009S0724W0121.wav", "funasr_sample_zh.wav")
+ENGLISH_CLIPS = ("jfk.wav", "librispeech-1995-1837-0001.wav", "stereo_diarization.wav", "hotwords.mp3",
+                 "sr_english_one_two_three.wav", "multilingual.mp3")
+# The English clips' words score >= -0.48 (stereo_diarization: two sentences at once), the Mandarin
+# ones <= -0.79 (bench/README.md); English must keep this much room above the threshold.
+ENGLISH_MARGIN = 0.15
+
+
+def _word_logprob(result: AsrResult) -> float:
+    words = sum(s.num_words for s in result.segments)
+    return sum(s.word_logprob * s.num_words for s in result.segments) / words
+
+
+@pytest.mark.parametrize("through_video", [False, True], ids=["wav", "aac-in-mp4"])
+@pytest.mark.parametrize("name", MANDARIN_CLIPS)
+def test_mandarin_is_withheld_rather_than_written_as_english(engine, audio_dir, tmp_path, name, through_video):
+    samples = decode_audio(os.path.join(audio_dir, name))
+    if through_video:
+        samples = decode_audio(mux_av(str(tmp_path / "zh.mp4"), samples))
+    result = engine.transcribe(samples)
+    assert result.withheld is not None, result.text
+    assert "English-only" in result.withheld and "multilingual" in result.withheld
+    assert result.segments == () and result.text == ""
+    assert result.language is None and result.language_probability is None
+    assert result.speech_seconds > 3.0  # VAD heard speech: what is missing is the language
+
+
+@pytest.mark.parametrize("name", ENGLISH_CLIPS + ("stereo_diarization.wav:aac-in-mp4",))
+def test_english_is_never_withheld(engine, audio_dir, tmp_path, name):
+    name, _, muxed = name.partition(":")
+    samples = decode_audio(os.path.join(audio_dir, name))
+    if muxed:
+        samples = decode_audio(mux_av(str(tmp_path / "en.mp4"), samples))
+    result = engine.transcribe(samples)
+    assert result.withheld is None and result.language == "en" and result.segments
+    assert _word_logprob(result) > asr.NOT_ENGLISH_WORD_LOGPROB + ENGLISH_MARGIN, result.text
+
+
+def test_narration_inside_a_real_video_is_english(engine, media_dir):
+    result = engine.transcribe(decode_audio(os.path.join(media_dir, "video", "nasa_13013.mp4")))
+    assert result.withheld is None and result.language == "en" and "telescope" in result.text.lower()
+
+
+@pytest.mark.parametrize("name", ["big_buck_bunny_0_30.webm", "chaplin.mp4"])
+def test_music_without_speech_has_no_language(engine, media_dir, name):
+    samples = decode_audio(os.path.join(media_dir, "video", name))
+    assert samples.size > 5 * SAMPLE_RATE and np.abs(samples).max() > 0.05  # there is sound
+    result = engine.transcribe(samples)
+    assert result.segments == () and result.language is None and result.withheld is None
+
+
+def test_the_samples_recorded_clip_is_recognised(engine):
+    from pipelines.make_sample import SPEECH_CLIP, speech_clip_text
+
+    result = engine.transcribe(decode_audio(SPEECH_CLIP))
+    error = wer(speech_clip_text(), result.text)
+    assert error <= MAX_WER, (error, result.text)
+    assert result.withheld is None and result.language == "en"
+    assert _word_logprob(result) > asr.NOT_ENGLISH_WORD_LOGPROB + ENGLISH_MARGIN
+
+
+def test_not_english_needs_enough_words_below_the_threshold():
+    def seg(logprob, words):
+        return AsrSegment(0.0, 1.0, " x", -0.5, 0.1, logprob, words)
+
+    low = asr.NOT_ENGLISH_WORD_LOGPROB - 0.01
+    assert asr.not_english([]) is None
+    assert asr.not_english([seg(-3.0, asr.MIN_LANGUAGE_WORDS - 1)]) is None  # too few words to judge
+    assert asr.not_english([seg(low, asr.MIN_LANGUAGE_WORDS)]) is not None
+    assert asr.not_english([seg(asr.NOT_ENGLISH_WORD_LOGPROB, 10)]) is None
+    # The mean is over words, not segments: one long confident segment outweighs a short doubtful one.
+    assert asr.not_english([seg(-0.2, 20), seg(-2.0, 4)]) is None
+    assert asr.not_english([seg(-0.2, 2), seg(-2.0, 4)]) is not None
+    assert asr.not_english([seg(None, 0), seg(low, 5)], "tiny.en").startswith("the speech does not sound")
+
+
+def test_confidence_figures_per_chunk_and_per_segment(jfk_result):
+    segments = jfk_result.segments
+    assert len(segments) >= 2  # JFK's 11 s are one 30 s chunk, cut into segments
+    # avg_logprob and no_speech_prob are the chunk's: every segment of one chunk has the same ones.
+    assert len({s.avg_logprob for s in segments}) == 1 and len({s.no_speech_prob for s in segments}) == 1
+    assert -1.0 < segments[0].avg_logprob < 0.0 and 0.0 <= segments[0].no_speech_prob < 0.5
+    # word_logprob is each segment's own: the mean log-probability of its words.
+    for s in segments:
+        assert s.num_words == len(s.text.split()) and -1.0 < s.word_logprob <= 0.0
+    assert len({s.word_logprob for s in segments}) == len(segments)
 
 
 def test_english_only_model_rejects_another_language():
@@ -473,7 +565,7 @@ class _SlowCountingEngine:
                              len(samples) / SAMPLE_RATE)
 
 
-def test_transcribe_hands_each_transcript_to_its_own_video_and_window():
+def test_transcribe_hands_each_transcript_to_its_own_video_and_window(monkeypatch):
     import apache_beam as beam
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import TestWindowedValue, assert_that, equal_to
@@ -484,8 +576,8 @@ def test_transcribe_hands_each_transcript_to_its_own_video_and_window():
     from transforms.asr import Transcribe
 
     config = asr.AsrConfig(beam_size=9)  # a config of its own: the fake engine below is its model
-    with process_cache._LOCK:
-        process_cache._MODELS[("ASR", config)] = _SlowCountingEngine()
+    # monkeypatch takes the fake engine out of the process-wide cache again when the test ends.
+    monkeypatch.setitem(process_cache._MODELS, ("ASR", config), _SlowCountingEngine())
     lengths = [3, 40, 13, 8, 26, 1, 12]
     audio = [VideoAudio(f"v{n}", np.zeros(n, np.float32), SAMPLE_RATE) for n in lengths]
     # Windows (by timestamp) so that each transcript must keep its own element's window; at most

@@ -250,6 +250,8 @@ def speech_run(media_dir, tiny_checkpoint, tmp_path_factory):
         "mute": mux_av(str(folder / "mute.mp4"), None, duration_s=4.0),
         "silent": mux_av(str(folder / "silent.mp4"), np.zeros(6 * rate, np.float32), sample_rate=rate),
     }
+    mandarin, zh_rate = load_wav(os.path.join(media_dir, "audio", "aishell-BAC009S0724W0121.wav"))
+    paths["mandarin"] = mux_av(str(folder / "mandarin.mp4"), mandarin, sample_rate=zh_rate)
     manifest = folder / "manifest.jsonl"
     manifest.write_text("".join(json.dumps({"uri": p, "video_id": k}) + "\n" for k, p in paths.items()))
     out = folder / "out"
@@ -268,7 +270,8 @@ def test_speech_is_transcribed_inside_the_pipeline(speech_run):
         assert wer(JFK, v["asr_text"]) <= 0.2, v["asr_text"]
         assert 5.0 < v["speech_seconds"] <= v["duration_s"] + 0.1
         assert v["stage_errors"] == []
-    assert summary["asr"]["videos"] == 3  # jfk, jfk-stereo and silent have audio; mute has none
+    assert summary["asr"]["videos"] == 4  # jfk, jfk-stereo, silent and mandarin have audio; mute has none
+    assert summary["asr"]["unsupported_language"] == 1  # mandarin
 
 
 def test_segments_are_ordered_inside_the_video(speech_run):
@@ -278,6 +281,7 @@ def test_segments_are_ordered_inside_the_video(speech_run):
     by_video: dict[str, list[dict]] = {}
     for s in segments:
         by_video.setdefault(s["video_id"], []).append(s)
+    # No segments for mandarin: its transcript was withheld (test_speech_in_another_language_keeps_its_row).
     assert set(by_video) <= {"jfk", "jfk-stereo", "silent"} and {"jfk", "jfk-stereo"} <= set(by_video)
     for vid, segs in by_video.items():
         segs.sort(key=lambda s: s["segment_index"])
@@ -300,6 +304,20 @@ def test_no_audio_and_silent_audio(speech_run):
     assert silent["speech_seconds"] < 0.5  # VAD finds no speech in digital silence
     segments = [s for s in read(out, "asr_segments").to_pylist() if s["video_id"] == "silent"]
     assert silent["asr_text"] == "" or all(s["no_speech_prob"] > 0.5 for s in segments)
+    assert silent["asr_language"] is None and mute["asr_language"] is None  # no speech: no language
+
+
+def test_speech_in_another_language_keeps_its_row(speech_run):
+    """Mandarin through the English-only default model: no English nonsense, a stage error instead."""
+    out, _ = speech_run
+    videos = {v["video_id"]: v for v in read(out, "videos").to_pylist()}
+    zh = videos["mandarin"]
+    assert zh["has_audio"] and zh["embedding"] is not None
+    assert zh["asr_text"] is None and zh["asr_language"] is None and zh["asr_language_probability"] is None
+    assert zh["speech_seconds"] > 3.0  # VAD heard speech
+    assert [(e["stage"], e["error_type"]) for e in zh["stage_errors"]] == [("asr", "UnsupportedLanguage")]
+    assert "English-only" in zh["stage_errors"][0]["message"]
+    assert not [s for s in read(out, "asr_segments").to_pylist() if s["video_id"] == "mandarin"]
 
 
 def _same_ocr(a: VideoOcr, b: VideoOcr) -> bool:

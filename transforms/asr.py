@@ -2,7 +2,9 @@
 
 Consumes VideoAudio (16 kHz mono float32, decoded once by DecodeVideos in the same pass as video).
 Produces (video_id, VideoAsr): a models.asr.AsrResult, or the stage error that stopped it -- a
-failed transcription never loses the video, it is recorded on the video's row.
+failed transcription never loses the video, it is recorded on the video's row. A transcript the
+engine withheld (speech in a language an English-only model cannot transcribe) keeps its result
+(speech seconds) together with an `UnsupportedLanguage` stage error.
 
 One Whisper model per worker process, shared by every DoFn instance in it (transforms.process_cache).
 
@@ -23,7 +25,7 @@ import time
 
 import apache_beam as beam
 
-from models.asr import AsrConfig, AsrEngine
+from models.asr import UNSUPPORTED_LANGUAGE, AsrConfig, AsrEngine
 from models.memory import release_freed_memory
 from schemas.elements import StageError, VideoAsr, VideoAudio
 from transforms.files import localize
@@ -47,6 +49,7 @@ class _TranscribeFn(beam.DoFn):
         self._max_pending_s = max_pending_s
         self._videos = beam.metrics.Metrics.counter(_NAMESPACE, "asr_videos")
         self._failed = beam.metrics.Metrics.counter(_NAMESPACE, "asr_failed")
+        self._unsupported = beam.metrics.Metrics.counter(_NAMESPACE, "asr_unsupported_language")
         self._audio_ms = beam.metrics.Metrics.counter(_NAMESPACE, "asr_audio_ms")
         self._ms = beam.metrics.Metrics.distribution(_NAMESPACE, "asr_ms")
 
@@ -91,7 +94,12 @@ class _TranscribeFn(beam.DoFn):
             self._videos.inc()
             self._audio_ms.inc(int(1000 * seconds))
             self._ms.update(int(elapsed * 1000))
-            out = VideoAsr(result)
+            if result.withheld is not None:
+                # Speech the model cannot transcribe: no text rather than wrong text, and the row says why.
+                self._unsupported.inc()
+                out = VideoAsr(result, StageError("asr", UNSUPPORTED_LANGUAGE, result.withheld))
+            else:
+                out = VideoAsr(result)
         return video_id, out
 
     def teardown(self):

@@ -58,6 +58,10 @@ def asr_columns(asr: VideoAsr | None) -> dict:
     result = asr.result if asr is not None else None
     if result is None:
         return {"asr_text": None, "asr_language": None, "asr_language_probability": None, "speech_seconds": None}
+    if result.withheld is not None:
+        # Speech the model cannot transcribe (an UnsupportedLanguage stage error): how much, but no text.
+        return {"asr_text": None, "asr_language": None, "asr_language_probability": None,
+                "speech_seconds": result.speech_seconds}
     return {
         "asr_text": result.text,
         "asr_language": result.language,
