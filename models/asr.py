@@ -486,9 +486,11 @@ def not_english(segments, model_id: str = "the English-only model") -> str | Non
 
     The transcript is withheld when it has at least MIN_LANGUAGE_WORDS words and their mean
     log-probability is below NOT_ENGLISH_WORD_LOGPROB: the model heard speech that matches no
-    English it knows.
+    English it knows. Segments whose text loops (the decoder feeding on its own words, which it
+    then scores as likely whatever the audio) are no evidence either way and are not counted.
     """
-    counted = [s for s in segments if s.num_words and s.word_logprob is not None]
+    counted = [s for s in segments if s.num_words and s.word_logprob is not None
+               and compression_ratio(s.text) <= LOOP_COMPRESSION_RATIO]
     words = sum(s.num_words for s in counted)
     if words < MIN_LANGUAGE_WORDS:
         return None

@@ -672,8 +672,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--num-videos", type=int, default=3, help="how many videos")
     parser.add_argument("--seed", type=int, default=0, help="everything is a function of the seed and the index")
     parser.add_argument("--write-speech-clip", action="store_true",
-                        help=f"instead of a sample, write the recorded speech clip {SPEECH_CLIP} again from "
-                             "speech.txt beside it (needs espeak-ng)")
+                        help="instead of a sample, write the recorded speech clip "
+                             "(pipelines/sample_speech/speech.ogg) again from speech.txt beside it (needs espeak-ng)")
 
 
 def execute(args, options=None) -> int:

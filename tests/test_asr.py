@@ -426,6 +426,16 @@ def test_mandarin_is_withheld_rather_than_written_as_english(engine, audio_dir, 
     assert result.speech_seconds > 3.0  # VAD heard speech: what is missing is the language
 
 
+def test_german_speech_is_withheld_too(engine, audio_dir):
+    # multilingual.mp3 is English for its first 29 s, then German. tiny.en makes German partly
+    # into a loop ("t-datsubu-hir-hir-hir-..."), scored as likely: loops are not counted.
+    german = decode_audio(os.path.join(audio_dir, "multilingual.mp3"))[30 * SAMPLE_RATE:]
+    result = engine.transcribe(german)
+    assert result.withheld is not None and result.segments == () and result.speech_seconds > 20.0
+    segment = AsrSegment(0.0, 1.0, " hir-hir" * 40, -0.1, 0.0, -0.01, 1)
+    assert asr.not_english([segment, AsrSegment(1.0, 2.0, " so for Kaufmann", -1.3, 0.1, -1.5, 4)]) is not None
+
+
 @pytest.mark.parametrize("name", ENGLISH_CLIPS + ("stereo_diarization.wav:aac-in-mp4",))
 def test_english_is_never_withheld(engine, audio_dir, tmp_path, name):
     name, _, muxed = name.partition(":")
