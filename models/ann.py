@@ -64,7 +64,9 @@ class AnnChoice:
 
     @classmethod
     def from_json(cls, d: dict) -> "AnnChoice":
-        return cls(**d)
+        """From index.json's record (which carries extra keys of its own: how, tune_seconds)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def _faiss():

@@ -53,10 +53,13 @@ class TextIndex:
         self.path = path
         self.fields = dict(fields)
         tantivy = _tantivy()
-        self.schema = _schema(list(self.fields))
-        create = not os.path.exists(os.path.join(path, "meta.json"))
-        os.makedirs(path, exist_ok=True)
-        self.index = tantivy.Index(self.schema, path=path, reuse=not create)
+        if os.path.exists(os.path.join(path, "meta.json")):
+            self.index = tantivy.Index.open(path)
+            self.schema = self.index.schema
+        else:
+            os.makedirs(path, exist_ok=True)
+            self.schema = _schema(list(self.fields))
+            self.index = tantivy.Index(self.schema, path=path, reuse=False)
         _register(self.index)
         self._searcher = None
 

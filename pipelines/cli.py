@@ -6,6 +6,8 @@
     vmm check-weights [--clip-model M] [--clip-pretrained P]
     vmm export-clip --clip-model M --source TAG_OR_FILE --output clip.pt
     vmm report --input out/ --output report/ [--limit 200] [--video-id ID ...]
+    vmm index --input out/ --output search/
+    vmm search search/ --query TEXT
 
 A command is one line of `COMMANDS` plus a module with `add_arguments(parser)` and
 `execute(args, options)`; `pipelines.options` gives every command the same --help, refusal of
@@ -30,6 +32,9 @@ COMMANDS = {c.name: c for c in (
             "a static HTML report of an index (open report/index.html in a browser, offline)", beam=False),
     Command("check-weights", "pipelines.check_weights",
             "say whether CLIP weights can be had here (exit 0) or not (exit 1, with why)", beam=False),
+    Command("index", "pipelines.index",
+            "forward index -> search index: vectors, BM25, visual words (also: python -m pipelines.index)"),
+    Command("search", "pipelines.search", "query a search index by text, image or video", beam=False),
 )}
 
 

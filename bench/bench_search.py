@@ -1,0 +1,302 @@
+"""Search benchmarks: the vector index, BM25, and `Searcher.search` end to end, against the simplest
+way a user would do the same (numpy brute force over the vectors; bm25s, the other maintained
+BM25 library; the same Searcher with a brute-force vector queue). Run each size in its own process
+(peak memory is per process):
+
+    python -m bench.bench_search vectors --n 200000            # + --kind flat|hnsw|ivfpq to force one
+    python -m bench.bench_search text --n 200000               # tantivy vs bm25s, 4 weighted fields
+    python -m bench.bench_search e2e --n 200000                # vmm index + Searcher.search, ViT-B-32 text tower
+
+Data (bench/search_data.py): 512-d CLIP-like vectors (a narrow cone, mean pairwise cosine ~0.4, a
+long-tailed spectrum, Zipf-sized overlapping topics) and mixed Chinese/English documents with
+Zipf-distributed terms in the four text fields. Every figure is one thread unless said.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+from bench._common import load_average, print_table
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _percentiles(ts: list[float]) -> tuple[float, float]:
+    ts = sorted(ts)
+    return 1000 * ts[len(ts) // 2], 1000 * ts[min(len(ts) - 1, int(len(ts) * 0.99))]
+
+
+def _dir_size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def bench_vectors(args) -> dict:
+    import faiss
+
+    from bench.search_data import clip_like_vectors, mean_pairwise_cosine
+    from models import ann
+
+    tmp = tempfile.mkdtemp(prefix="vmm-bench-ann-")
+    try:
+        t = time.perf_counter()
+        vec_path = os.path.join(tmp, "vectors.f16")
+        with open(vec_path, "wb") as f:
+            for start in range(0, args.n, 100_000):
+                m = min(100_000, args.n - start)
+                f.write(clip_like_vectors(m, 512, seed=start + args.seed, topics=20000).astype(np.float16).tobytes())
+        gen_s = time.perf_counter() - t
+        x = np.memmap(vec_path, dtype=np.float16, mode="r", shape=(args.n, 512))
+        base_rss = _peak_mib()
+        budget = int(args.max_memory_gib * 2**30)
+        choice = ann.plan_index(args.n, 512, budget)
+        if args.kind and args.kind != choice.kind:
+            if args.kind == "hnsw":
+                choice = ann.AnnChoice("hnsw", args.n, 512, "HNSW32,Flat", ann.hnsw_memory(args.n, 512), "forced",
+                                       params={"M": ann.HNSW_M, "efConstruction": ann.HNSW_EF_CONSTRUCTION})
+            elif args.kind == "ivfpq":
+                p = ann.ivf_params(args.n, 512)
+                choice = ann.AnnChoice("ivfpq", args.n, 512, f"IVF{p['nlist']},PQ{p['pq_m']}x4fs",
+                                       ann.ivf_memory(args.n, 512), "forced", params={**p, "refine_factor": 8})
+            else:
+                choice = ann.AnnChoice("flat", args.n, 512, "Flat", args.n * 2048, "forced")
+        faiss.omp_set_num_threads(args.build_threads)
+        t = time.perf_counter()
+        index = ann.VectorIndex(ann.build_index(x, choice, seed=args.seed), choice, x)
+        build_s = time.perf_counter() - t
+        faiss.omp_set_num_threads(1)
+        t = time.perf_counter()
+        tuned = index.tune(queries=args.queries, seed=args.seed)
+        tune_s = time.perf_counter() - t
+        path = os.path.join(tmp, "vector.faiss")
+        index.save(path)
+        # Fresh queries (not the tuning sample): held-out rows, with their exact neighbours.
+        rng = np.random.default_rng(args.seed + 1)
+        rows = np.sort(rng.choice(args.n, size=min(args.queries, args.n), replace=False))
+        truth = ann.exact_neighbours(x, rows, 10)
+        q = np.asarray(x[rows], np.float32)
+        ts, found = [], []
+        for i in range(len(rows)):
+            t0 = time.perf_counter()
+            _, r = index.search(q[i:i + 1], 10, exclude=rows[i:i + 1])
+            ts.append(time.perf_counter() - t0)
+            found.append(r[0])
+        recall = float(np.mean([len(set(f) & set(tr)) / 10 for f, tr in zip(found, truth)]))
+        p50, p99 = _percentiles(ts)
+        # The naive side: numpy brute force over float32 vectors in RAM, one query at a time.
+        naive_n = min(args.n, args.naive_max)
+        xf = np.asarray(x[:naive_n], np.float32)
+        nts = []
+        for i in range(min(50, len(rows))):
+            t0 = time.perf_counter()
+            s = xf @ q[i]
+            top = np.argpartition(-s, 11)[:11]
+            top[np.argsort(-s[top])]
+            nts.append(time.perf_counter() - t0)
+        np50, _ = _percentiles(nts)
+        out = {
+            "what": "vectors", "n": args.n, "kind": tuned.kind, "factory": tuned.factory, "search": tuned.search,
+            "mean_pairwise_cosine": round(mean_pairwise_cosine(np.asarray(x[:20000], np.float32)), 3),
+            "gen_s": round(gen_s, 1), "build_s": round(build_s, 1), "tune_s": round(tune_s, 1),
+            "build_threads": args.build_threads,
+            "peak_rss_mib": round(_peak_mib(), 0), "rss_before_build_mib": round(base_rss, 0),
+            "index_mib": round(_dir_size(path) / 2**20, 1), "vectors_f16_mib": round(_dir_size(vec_path) / 2**20, 1),
+            "tuned_recall_at_10": tuned.recall_at_10, "heldout_recall_at_10": round(recall, 4),
+            "p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
+            "naive_numpy_p50_ms": round(np50 * args.n / naive_n, 3), "naive_measured_on": naive_n,
+            "load_average": load_average(),
+        }
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _text_docs(n: int, seed: int):
+    from bench.search_data import TextGenerator
+
+    gen = TextGenerator(seed)
+    return gen, [gen.doc() for _ in range(n)]
+
+
+def bench_text(args) -> dict:
+    from bench.search_data import FIELDS
+    from models.bm25 import TextIndex
+    from models.text import analyze
+
+    weights = {"title": 2.0, "ocr_subtitle_text": 1.0, "ocr_scene_text": 0.7, "asr_text": 1.0}
+    gen, docs = _text_docs(args.n, args.seed)
+    queries = [gen.query(3) for _ in range(args.queries)]
+    tmp = tempfile.mkdtemp(prefix="vmm-bench-bm25-")
+    try:
+        t = time.perf_counter()
+        index = TextIndex(os.path.join(tmp, "text"), weights)
+        index.add(enumerate(docs))
+        tantivy_build = time.perf_counter() - t
+        ts = []
+        for q in queries:
+            t0 = time.perf_counter()
+            index.search(q, 100)
+            ts.append(time.perf_counter() - t0)
+        t50, t99 = _percentiles(ts)
+        t = time.perf_counter()
+        tokens = {f: [analyze(d[f]) for d in docs] for f in FIELDS}
+        analyze_s = time.perf_counter() - t
+        out = {"what": "text", "n": args.n, "tantivy_build_s_incl_analysis": round(tantivy_build, 1),
+               "analysis_s": round(analyze_s, 1), "tantivy_p50_ms": round(t50, 3), "tantivy_p99_ms": round(t99, 3),
+               "tantivy_index_mib": round(_dir_size(os.path.join(tmp, "text")) / 2**20, 1)}
+        if not args.no_bm25s:
+            import bm25s
+
+            t = time.perf_counter()
+            per_field = {}
+            for f in FIELDS:
+                r = bm25s.BM25()
+                r.index(tokens[f], show_progress=False)
+                per_field[f] = r
+            bm25s_build = time.perf_counter() - t
+            ts = []
+            for q in queries:
+                t0 = time.perf_counter()
+                terms = analyze(q)
+                acc: dict[int, float] = {}
+                for f, r in per_field.items():
+                    ids = [r.vocab_dict[x] for x in terms if x in r.vocab_dict]
+                    if not ids:
+                        continue
+                    d, s = r.retrieve([ids], k=100, show_progress=False)
+                    for doc, score in zip(d[0], s[0]):
+                        acc[int(doc)] = acc.get(int(doc), 0.0) + weights[f] * float(score)
+                sorted(acc.items(), key=lambda kv: -kv[1])[:100]
+                ts.append(time.perf_counter() - t0)
+            b50, b99 = _percentiles(ts)
+            out.update(bm25s_build_s_excl_analysis=round(bm25s_build, 1), bm25s_p50_ms=round(b50, 3),
+                       bm25s_p99_ms=round(b99, 3))
+        out["peak_rss_mib"] = round(_peak_mib(), 0)
+        out["load_average"] = load_average()
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_forward_index(root: str, n: int, seed: int, clip_model: str, clip_weights: str) -> None:
+    """A synthetic forward index (videos only) the way vmm extract commits one: shards + a marker."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench.search_data import FIELDS, clip_like_vectors
+    from schemas import forward_index as fi
+
+    gen, _ = _text_docs(0, seed)
+    run = "20260101T000000-0000beef"
+    os.makedirs(os.path.join(root, "videos"), exist_ok=True)
+    os.makedirs(os.path.join(root, "_runs"), exist_ok=True)
+    meta = fi.file_metadata(clip_model=clip_model, clip_weights=clip_weights,
+                            extra={"vmm.embedding_dim": "512", "vmm.embedding_dtype": "float16"})
+    step = 100_000
+    shards = (n + step - 1) // step
+    for s, start in enumerate(range(0, n, step)):
+        m = min(step, n - start)
+        docs = [gen.doc() for _ in range(m)]
+        vec = clip_like_vectors(m, 512, seed=seed + start).astype(np.float16)
+        cols = {"video_id": pa.array([f"v{start + i:09d}" for i in range(m)]),
+                "uri": pa.array([f"synthetic://{start + i}" for i in range(m)])}
+        for f in FIELDS:
+            cols[f] = pa.array([d[f] for d in docs], pa.string())
+        cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(vec.reshape(-1), pa.float16()), 512)
+        table = pa.table(cols).replace_schema_metadata({k.encode(): v.encode() for k, v in meta.items()})
+        pq.write_table(table, os.path.join(root, "videos", f"part-{run}-{s:05d}-of-{shards:05d}.parquet"))
+    with open(os.path.join(root, "_runs", f"{run}.json"), "w") as f:
+        json.dump({"run_id": run}, f)
+
+
+def bench_e2e(args) -> dict:
+    import subprocess
+    import sys
+
+    from bench.search_data import TextGenerator
+    from pipelines import index as index_cmd
+    from pipelines.search import Searcher
+
+    tmp = tempfile.mkdtemp(prefix="vmm-bench-e2e-")
+    try:
+        fwd, search = os.path.join(tmp, "out"), os.path.join(tmp, "search")
+        t = time.perf_counter()
+        write_forward_index(fwd, args.n, args.seed, args.clip_model, "none")
+        gen_s = time.perf_counter() - t
+        t = time.perf_counter()
+        assert index_cmd.run(["--input", fwd, "--output", search]) == 0
+        build_s = time.perf_counter() - t
+        with open(os.path.join(search, "index.json")) as f:
+            info = json.load(f)
+        t = time.perf_counter()
+        searcher = Searcher(search)
+        load_s = time.perf_counter() - t
+        gen = TextGenerator(args.seed + 7)
+        queries = [gen.query(3) for _ in range(args.queries)]
+        t = time.perf_counter()
+        searcher.search(queries[0], k=20)  # loads CLIP
+        first_s = time.perf_counter() - t
+        ts, enc = [], []
+        encoder = searcher._query_encoder()
+        for q in queries[1:]:
+            t0 = time.perf_counter()
+            encoder.encode_text(q)
+            enc.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            searcher.search(q, k=20)
+            ts.append(time.perf_counter() - t0)
+        p50, p99 = _percentiles(ts)
+        e50, _ = _percentiles(enc)
+        env = dict(os.environ, PYTHONPATH=os.getcwd())
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "pipelines.cli", "search", search, "--query", queries[1], "--json"],
+                           capture_output=True, text=True, env=env)
+        cold_s = time.perf_counter() - t
+        assert r.returncode == 0, r.stderr
+        return {"what": "e2e", "n": args.n, "clip_model": args.clip_model, "gen_s": round(gen_s, 1),
+                "vmm_index_s": round(build_s, 1), "vector": info["shards"][0]["vector"]["kind"],
+                "vector_search": info["shards"][0]["vector"]["search"],
+                "recall_at_10": info["shards"][0]["vector"]["recall_at_10"],
+                "searcher_load_s": round(load_s, 2), "first_query_s": round(first_s, 2),
+                "warm_p50_ms": round(p50, 2), "warm_p99_ms": round(p99, 2), "text_encode_p50_ms": round(e50, 2),
+                "cold_cli_s": round(cold_s, 2), "search_dir_mib": round(_dir_size(search) / 2**20, 1),
+                "peak_rss_mib": round(_peak_mib(), 0), "load_average": load_average()}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["vectors", "text", "e2e"])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--kind", choices=["flat", "hnsw", "ivfpq"], default=None, help="force a vector index type")
+    parser.add_argument("--max-memory-gib", type=float, default=4.0)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--build-threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--naive-max", type=int, default=200_000, help="numpy brute force measured on at most this many rows, scaled linearly")
+    parser.add_argument("--no-bm25s", action="store_true")
+    parser.add_argument("--clip-model", default="ViT-B-32")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    result = {"vectors": bench_vectors, "text": bench_text, "e2e": bench_e2e}[args.what](args)
+    print_table(["measure", "value"], [[k, v] for k, v in result.items()])
+    print("JSON " + json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
