@@ -27,7 +27,6 @@ counts (idf changes with every video).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -656,30 +655,14 @@ def execute(args, options=None) -> int:
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vmm index", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args, beam_args = parser.parse_known_args(argv)
-    bad = [a for a in beam_args if a.startswith("--") and "-" in a[2:].split("=")[0]]
-    if bad:
-        parser.error(f"unrecognized arguments: {' '.join(bad)}")
-    options = None
-    if beam_args:
-        from apache_beam.options.pipeline_options import PipelineOptions
+    """`vmm index ARGV` without logging set-up (tests, other commands)."""
+    from pipelines.cli import COMMANDS
+    from pipelines.options import run_command
 
-        options = PipelineOptions(beam_args)
-    return execute(args, options)
-
-
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for package in ("pipelines", "models", "schemas"):
-        logging.getLogger(package).setLevel(logging.INFO)
-
-
-def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    return run(sys.argv[1:] if argv is None else argv)
+    return run_command(COMMANDS["index"], argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipelines.options import main_of
+
+    sys.exit(main_of("index")())

@@ -24,7 +24,6 @@ model once per Searcher (models.query). A Searcher answers queries from several 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -418,15 +417,14 @@ def execute(args, options=None) -> int:
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vmm search", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return execute(parser.parse_args(argv))
+    """`vmm search ARGV` without logging set-up (tests, other commands)."""
+    from pipelines.cli import COMMANDS
+    from pipelines.options import run_command
 
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(sys.argv[1:] if argv is None else argv)
+    return run_command(COMMANDS["search"], argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipelines.options import main_of
+
+    sys.exit(main_of("search")())

@@ -199,3 +199,24 @@ def test_query_encoder_encodes_like_the_extractor(tiny_checkpoint):
     vec, patches = enc.encode_image_and_patches(img)
     np.testing.assert_allclose(vec, ref.encode_images([img])[0], atol=1e-5)
     assert patches.shape == (16, ref.dim)
+
+
+# ---- vmm index flags -------------------------------------------------------------------------
+
+
+def test_index_flags_parse_and_refuse():
+    from pipelines.index import IndexBuildError, parse_fields, parse_memory, shard_of
+
+    assert parse_memory("4G") == 4 << 30 and parse_memory("512M") == 512 << 20 and parse_memory("1.5GiB") == 3 << 29
+    for bad in ("lots", "-1G", "0"):
+        with pytest.raises(IndexBuildError):
+            parse_memory(bad)
+    assert parse_fields(None) == {"title": 2.0, "ocr_subtitle_text": 1.0, "ocr_scene_text": 0.7, "asr_text": 1.0}
+    assert parse_fields("title:3,ocr_overlay_text") == {"title": 3.0, "ocr_overlay_text": 1.0}
+    for bad in ("tags", "title:x", "title:0", ","):
+        with pytest.raises(IndexBuildError):
+            parse_fields(bad)
+    # Shards: stable (a hash of the id, not Python's salted hash()) and spread.
+    assert shard_of("sample-000", 4) == shard_of("sample-000", 4)
+    counts = np.bincount([shard_of(f"v{i}", 4) for i in range(4000)], minlength=4)
+    assert counts.min() > 900
