@@ -302,6 +302,8 @@ def build_shard(spec: BuildSpec, shard: int, meta: dict) -> dict:
                 data.ids.append(vid)
                 data.titles.append(titles[i])
                 data.texts.append({f: texts[f][i] for f in TEXT_FIELDS})
+    if old and not data.ids:  # --update: none of the new runs' videos falls in this shard
+        return dict(old["record"], added=0)
     rows = {vid: base + i for i, vid in enumerate(data.ids)}
     total = base + len(data.ids)
     record = {"shard": shard, "videos": total, "added": len(data.ids)}
