@@ -78,7 +78,7 @@ def _latin_words(count: int, rng) -> list[str]:
     while len(words) < count:
         length = int(rng.integers(2, 6))
         words.add("".join(rng.choice(list(consonants)) + rng.choice(list(vowels)) for _ in range(length // 2 + 1)))
-    return sorted(words)
+    return [str(w) for w in rng.permutation(sorted(words))]  # Zipf ranks in no alphabetical order
 
 
 FIELDS = ("title", "ocr_subtitle_text", "ocr_scene_text", "asr_text")
@@ -92,18 +92,22 @@ class TextGenerator:
         self.rng = np.random.default_rng(seed)
         self.zh = _chinese_words(zh_vocab)
         self.en = _latin_words(en_vocab, self.rng)
-        self.p_zh = self._zipf(len(self.zh))
-        self.p_en = self._zipf(len(self.en))
+        self.cdf_zh = self._zipf_cdf(len(self.zh))
+        self.cdf_en = self._zipf_cdf(len(self.en))
 
     @staticmethod
-    def _zipf(n: int) -> np.ndarray:
+    def _zipf_cdf(n: int) -> np.ndarray:
         p = np.arange(1, n + 1, dtype=np.float64) ** -1.1
-        return p / p.sum()
+        return np.cumsum(p / p.sum())
+
+    def _draw(self, cdf: np.ndarray, size: int) -> np.ndarray:
+        # Inverse-CDF sampling: rng.choice(p=...) rebuilds the CDF on every call.
+        return np.minimum(np.searchsorted(cdf, self.rng.random(size)), len(cdf) - 1)
 
     def phrase(self, terms: int, zh_share: float) -> str:
         n_zh = int(self.rng.binomial(terms, zh_share))
-        zh = [self.zh[i] for i in self.rng.choice(len(self.zh), size=n_zh, p=self.p_zh)]
-        en = [self.en[i] for i in self.rng.choice(len(self.en), size=terms - n_zh, p=self.p_en)]
+        zh = [self.zh[i] for i in self._draw(self.cdf_zh, n_zh)]
+        en = [self.en[i] for i in self._draw(self.cdf_en, terms - n_zh)]
         # Chinese runs are written without spaces (segmentation has work to do), Latin words with.
         parts, zi, ei = [], 0, 0
         order = self.rng.permutation(["z"] * len(zh) + ["e"] * len(en))

@@ -241,7 +241,7 @@ class VectorIndex:
 
     # ---- tuning -------------------------------------------------------------------------------
 
-    def tune(self, *, target_recall: float = 0.95, queries: int = 500, seed: int = 0, k: int = 10) -> AnnChoice:
+    def tune(self, *, target_recall: float = 0.95, queries: int = 1000, seed: int = 0, k: int = 10) -> AnnChoice:
         """Measure recall@k against exact search on a sample of the index's own vectors for each
         setting of the grid, keep the smallest that reaches target_recall (or the best there is)."""
         n = self.choice.count

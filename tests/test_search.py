@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pipelines import index as index_cmd
 from pipelines import train_codebook
 from pipelines.search import Searcher, SearchError
-from tests.conftest import REPO, TINY_MODEL
+from tests.conftest import REPO, TINY_MODEL, missing_prerequisite
 from tests.test_pipeline import run_extract
 
 pytestmark = pytest.mark.slow
@@ -73,9 +73,7 @@ def _build(out, search, *extra):
 @pytest.fixture(scope="module")
 def corpus(sample, tiny_checkpoint, tmp_path_factory):
     if not os.path.isfile(CJK_FONT):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CJK_FONT} is missing (apt-get install fonts-wqy-microhei)")
-        pytest.skip(f"{CJK_FONT} is missing (apt-get install fonts-wqy-microhei)")
+        missing_prerequisite(f"{CJK_FONT} is missing (apt-get install fonts-wqy-microhei)")
     root = tmp_path_factory.mktemp("search")
     videos = sample["expected"]["videos"]
     _watermarked_copy(videos[0]["uri"], str(root / "copy.mp4"))
