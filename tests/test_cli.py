@@ -105,9 +105,11 @@ def test_beam_options_and_runner_passthrough_are_accepted(sample, tmp_path):
 
 
 def test_every_command_refuses_unknown_flags_and_has_help(tmp_path):
-    nearest = {"make-sample": ("--seeds", "--seed"), "report": ("--limt", "--limit")}
+    nearest = {"make-sample": ("--seeds", "--seed"), "report": ("--limt", "--limit"), "index": ("--shard", "--shards"),
+               "search": ("--quer", "--query")}
     required = {"make-sample": ["--output", str(tmp_path)], "export-clip": ["--source", "x", "--output", str(tmp_path)],
-                "report": ["--input", str(tmp_path), "--output", str(tmp_path)]}
+                "report": ["--input", str(tmp_path), "--output", str(tmp_path)],
+                "index": ["--input", str(tmp_path), "--output", str(tmp_path)], "search": ["--like", "v"]}
     for name, command in cli.COMMANDS.items():
         bad, near = nearest.get(name, ("--clip-modle", "--clip-model"))
         with pytest.raises(options.UsageError, match=f"unknown argument: {bad} .did you mean {near}"):
