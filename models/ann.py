@@ -9,10 +9,12 @@ Which type (`plan_index`), for a budget of `max_memory` bytes of RAM at search t
   * `flat` (exact, `IndexFlatIP`) up to `FLAT_MAX` vectors: below that a full scan of 512-d
     vectors takes under a millisecond and nothing approximate is worth its recall loss;
   * `hnsw` (`IndexHNSWFlat`, M = 32, efConstruction = 80) while its vectors and graph fit the budget;
-  * `ivfpq` beyond: an inverted file over k-means cells (nlist ~ 4 sqrt(N), a power of two) with
-    4-bit fast-scan product-quantisation codes (D/8 bytes a vector), whose candidates are re-ranked
-    exactly on the float16 vectors, memory-mapped from the shard's file (only the re-ranked rows
-    are read).
+  * `ivfsq` beyond: an inverted file over k-means cells (nlist ~ 4 sqrt(N), a power of two) with
+    8-bit scalar codes (D bytes a vector), whose candidates are re-ranked exactly on the float16
+    vectors, memory-mapped from the shard's file (only the re-ranked rows are read);
+  * `ivfpq` when even those do not fit: 4-bit fast-scan product-quantisation codes (D/8 bytes a
+    vector), re-ranked the same way. On CLIP-like vectors (a narrow cone) these codes lose recall
+    that re-ranking does not win back (bench/README.md, "Search"): the measured recall is recorded.
 The search parameters (`efSearch`, or `nprobe` with the re-ranking depth) are tuned at build time
 (`tune`): a seeded sample of the index's own vectors queries it, each against its exact top 10
 *other* vectors (a vector's own row is left out, as `--like` does); of the settings reaching
@@ -38,6 +40,7 @@ EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 NPROBE_GRID = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
 REFINE_FACTOR = 8  # ivfpq: candidates re-ranked exactly = k x this (tuned over REFINE_GRID)
 REFINE_GRID = (4, 8, 16, 32, 64)
+IVF_KINDS = ("ivfsq", "ivfpq")
 TRAIN_POINTS_PER_CELL = 32  # ivfpq k-means sample; faiss warns below 39 but recall is tuned anyway
 _CHUNK = 65536
 
@@ -48,7 +51,7 @@ class AnnError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class AnnChoice:
-    kind: str  # "flat" | "hnsw" | "ivfpq"
+    kind: str  # "flat" | "hnsw" | "ivfsq" | "ivfpq"
     count: int
     dim: int
     factory: str  # the faiss index_factory string
@@ -107,6 +110,12 @@ def plan_index(n: int, dim: int, max_memory: int) -> AnnChoice:
                          f"<= the {max_memory / 2**30:.2f} GiB budget",
                          params={"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION})
     p = ivf_params(n, dim)
+    sq8 = n * (dim + 8) + p["nlist"] * dim * 4
+    if sq8 <= max_memory:
+        return AnnChoice("ivfsq", n, dim, f"IVF{p['nlist']},SQ8", sq8,
+                         f"HNSW{HNSW_M} would need ~{hnsw / 2**30:.2f} GiB > the {max_memory / 2**30:.2f} GiB budget; "
+                         f"IVF with 8-bit scalar codes ~{sq8 / 2**30:.2f} GiB, re-ranked on the float16 vectors",
+                         params={"nlist": p["nlist"], "refine_factor": REFINE_FACTOR})
     ivf = ivf_memory(n, dim)
     if ivf > max_memory:
         raise AnnError(
@@ -133,7 +142,7 @@ def build_index(vectors: np.ndarray, choice: AnnChoice, *, seed: int = 0):
     elif choice.kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, choice.params["M"], faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = choice.params["efConstruction"]
-    elif choice.kind == "ivfpq":
+    elif choice.kind in IVF_KINDS:
         index = faiss.index_factory(dim, choice.factory, faiss.METRIC_INNER_PRODUCT)
         nlist = choice.params["nlist"]
         rng = np.random.default_rng(seed)
@@ -194,7 +203,7 @@ class VectorIndex:
         kind = self.choice.kind
         if kind == "hnsw":
             return faiss.SearchParametersHNSW(efSearch=int(setting.get("efSearch", 64)))
-        if kind == "ivfpq":
+        if kind in IVF_KINDS:
             return faiss.SearchParametersIVF(nprobe=int(setting.get("nprobe", 16)))
         return None
 
@@ -206,7 +215,7 @@ class VectorIndex:
         want = min(want, self.choice.count)
         setting = self.choice.search if setting is None else setting
         params = self._params(setting)
-        if self.choice.kind == "ivfpq":
+        if self.choice.kind in IVF_KINDS:
             fetch = min(self.choice.count, want * int(setting.get("refine_factor", REFINE_FACTOR)))
             _, cand = self.index.search(q, fetch, params=params)
             scores, rows = self._rerank(q, cand, want)

@@ -70,21 +70,24 @@ def _cone(n, dim=64, seed=0):
 def test_plan_follows_count_and_budget():
     assert ann.plan_index(5000, 512, 4 << 30).kind == "flat"
     assert ann.plan_index(200_000, 512, 4 << 30).kind == "hnsw"
-    big = ann.plan_index(200_000, 512, 200 << 20)
-    assert big.kind == "ivfpq" and big.params["pq_m"] == 64 and "IVF" in big.factory
+    assert ann.plan_index(200_000, 512, 200 << 20).factory == "IVF2048,SQ8"
+    big = ann.plan_index(200_000, 512, 50 << 20)
+    assert big.kind == "ivfpq" and big.params["pq_m"] == 64 and big.factory.startswith("IVF2048,PQ64")
     with pytest.raises(ann.AnnError, match="budget"):
         ann.plan_index(10_000_000, 512, 1 << 20)
     with pytest.raises(ann.AnnError):
         ann.plan_index(0, 512, 1 << 30)
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfsq", "ivfpq"])
 def test_vector_index_reaches_its_recall_and_leaves_out_the_query(kind, tmp_path):
     x = _cone(3000).astype(np.float16)
     if kind == "flat":
         choice = ann.plan_index(len(x), x.shape[1], 1 << 30)
     elif kind == "hnsw":
         choice = ann.AnnChoice("hnsw", len(x), x.shape[1], "HNSW32,Flat", 0, "test", params={"M": 16, "efConstruction": 40})
+    elif kind == "ivfsq":
+        choice = ann.AnnChoice("ivfsq", len(x), x.shape[1], "IVF64,SQ8", 0, "test", params={"nlist": 64})
     else:
         choice = ann.AnnChoice("ivfpq", len(x), x.shape[1], "IVF64,PQ8x4fs", 0, "test",
                                params={"nlist": 64, "pq_m": 8, "pq_bits": 4, "refine_factor": 8})
