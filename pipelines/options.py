@@ -253,14 +253,45 @@ def parse(command: Command, argv: list[str], module=None):
         if not command.beam:
             raise UsageError(f"vmm {command.name} takes no runner options (after --): {' '.join(passthrough)}")
     parser = command_parser(command, module)
+    # A misspelt flag is named first, even when a required one is missing because of it
+    # (`vmm search DIR --querry x` is about --querry, not about --query being absent).
+    _refuse_unknown(command, parser, _leftover_ignoring_required(parser, argv))
     args, leftover = parser.parse_known_args(argv)
+    _refuse_unknown(command, parser, leftover)
     if not command.beam:
-        if leftover:
-            raise UsageError(_unknown(leftover, _flags(parser), []) + f" (`vmm {command.name} --help` lists the flags)")
         return args, None
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    if leftover:
+    return args, PipelineOptions(argv + passthrough)
+
+
+def _leftover_ignoring_required(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The arguments `parser` does not take, found with every flag optional; [] when the parse
+    fails for another reason (a bad value), which the real parse then reports."""
+    actions = [(a, a.required) for a in parser._actions]
+    groups = [(g, g.required) for g in parser._mutually_exclusive_groups]
+    try:
+        for a, _ in actions:
+            a.required = False
+        for g, _ in groups:
+            g.required = False
+        return parser.parse_known_args(argv)[1]
+    except UsageError:
+        return []
+    finally:
+        for a, required in actions:
+            a.required = required
+        for g, required in groups:
+            g.required = required
+
+
+def _refuse_unknown(command: Command, parser: argparse.ArgumentParser, leftover: list[str]) -> None:
+    """UsageError naming each argument that neither the command nor (for Beam commands) Beam takes."""
+    if not leftover:
+        return
+    beam_flags: list[str] = []
+    unknown = leftover
+    if command.beam:
         beam = _beam_parser()
 
         def refuse(message):
@@ -268,10 +299,10 @@ def parse(command: Command, argv: list[str], module=None):
 
         beam.error = refuse
         _, unknown = beam.parse_known_args(leftover)
-        problem = _unknown(unknown, _flags(parser), _flags(beam))
-        if problem:
-            raise UsageError(f"{problem} (`vmm {command.name} --help` lists the flags)")
-    return args, PipelineOptions(argv + passthrough)
+        beam_flags = _flags(beam)
+    problem = _unknown(unknown, _flags(parser), beam_flags)
+    if problem:
+        raise UsageError(f"{problem} (`vmm {command.name} --help` lists the flags)")
 
 
 def run_command(command: Command, argv: list[str]) -> int:

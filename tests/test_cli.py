@@ -118,6 +118,10 @@ def test_every_command_refuses_unknown_flags_and_has_help(tmp_path):
     proc = _vmm("make-sample", "--output", str(tmp_path / "s"), "--num-video", "1")
     assert proc.returncode == 2 and "did you mean --num-videos?" in _one_line(proc.stderr)
     assert not (tmp_path / "s").exists()
+    # Without the required flags too: the misspelt flag is what is named, not the one it hides.
+    for name, (bad, near) in {**nearest, "extract": ("--inptu", "--input"), "export-clip": ("--sorce", "--source")}.items():
+        with pytest.raises(options.UsageError, match=f"unknown argument: {bad} .did you mean {near}"):
+            options.parse(cli.COMMANDS[name], [bad, "x"])
 
 
 def test_a_flag_with_two_meanings_is_refused():
