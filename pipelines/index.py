@@ -74,23 +74,14 @@ def parse_memory(text: str) -> int:
 
 def parse_fields(text: str | None) -> dict[str, float]:
     """`title:2,asr_text` -> {"title": 2.0, "asr_text": 1.0}; None -> the defaults."""
+    from pipelines.options import weighted_names
+
     if text is None:
         return dict(DEFAULT_FIELDS)
-    out: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, weight = part.partition(":")
-        if name not in TEXT_FIELDS:
-            raise IndexBuildError(f"--fields: unknown field {name!r}; choose from {', '.join(TEXT_FIELDS)}")
-        try:
-            w = float(weight) if weight else 1.0
-        except ValueError as e:
-            raise IndexBuildError(f"--fields: weight of {name} must be a number, got {weight!r}") from e
-        if w <= 0:
-            raise IndexBuildError(f"--fields: weight of {name} must be positive, got {w}")
-        out[name] = w
-    if not out:
-        raise IndexBuildError("--fields names no field")
-    return out
+    try:
+        return weighted_names(text, TEXT_FIELDS, "--fields", "field")
+    except ValueError as e:
+        raise IndexBuildError(str(e)) from e
 
 
 def shard_of(video_id: str, shards: int) -> int:

@@ -117,6 +117,28 @@ def check(condition: bool, flag: str, requirement: str, value) -> None:
         raise ValueError(f"{flag} must be {requirement}, got {value}")
 
 
+def weighted_names(text: str, known, flag: str, what: str) -> dict[str, float]:
+    """`a:2,b` -> {"a": 2.0, "b": 1.0}: names from `known`, each once, weights > 0 (default 1).
+    ValueError `<flag>: ...` saying what is wrong."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, weight = part.partition(":")
+        if name not in known:
+            raise ValueError(f"{flag}: unknown {what} {name!r}; choose from {', '.join(known)}")
+        if name in out:
+            raise ValueError(f"{flag}: {what} {name} is given twice")
+        try:
+            w = float(weight) if weight else 1.0
+        except ValueError as e:
+            raise ValueError(f"{flag}: weight of {name} must be a number, got {weight!r}") from e
+        if not w > 0:
+            raise ValueError(f"{flag}: weight of {name} must be positive, got {w}")
+        out[name] = w
+    if not out:
+        raise ValueError(f"{flag} names no {what}")
+    return out
+
+
 class _OnceParser:
     """Beam's parser as `add_arguments` sees it: Beam parses every PipelineOptions subclass into one
     parser, so a flag two vmm commands share (`--clip-model`) is added by the first only. Groups are

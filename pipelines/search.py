@@ -2,6 +2,7 @@
 
     vmm search SEARCH/ (--query TEXT | --image PATH | --like VIDEO_ID) [--k 20]
                [--queues text,vector,visual] [--fusion rrf|weighted] [--json] [--clip-pretrained P]
+               [--query-tower TOWER/]
 
     from pipelines.search import Searcher
     searcher = Searcher("search/")                     # loads the index once
@@ -11,8 +12,8 @@
 Queues (each cut at its own depth, then fused; reciprocal rank fusion with k = 60 by default):
   * text: BM25 over the indexed fields (models.bm25), for --query;
   * vector: ANN over the video vectors (models.ann): the query text through the CLIP text tower of
-    the index's model and weights, an image through its image tower, or the stored vector of a
-    --like video (left out of its own results);
+    the index's model and weights (or a query tower trained against them, models.query_tower), an
+    image through its image tower, or the stored vector of a --like video (left out of its own results);
   * visual: visual words (models.visual_words): an image's frame token (and patch tokens when the
     index has patch words) through the dictionary copied into the index, or a --like video's own
     tokens.
@@ -115,7 +116,8 @@ class _Shard:
 class Searcher:
     """A search index, loaded once. `search()` is safe to call from several threads."""
 
-    def __init__(self, path: str, *, clip_pretrained: str | None = None, device: str = "cpu", threads: int = 0):
+    def __init__(self, path: str, *, clip_pretrained: str | None = None, query_tower: str | None = None,
+                 device: str = "cpu", threads: int = 0):
         self.path = path
         index_json = os.path.join(path, INDEX_JSON)
         if not os.path.isfile(index_json):
@@ -138,6 +140,12 @@ class Searcher:
         self._lock = threading.Lock()
         if clip_pretrained is not None:
             self._query_encoder()  # a mismatch is refused now, before any query
+        self._tower = None
+        if query_tower is not None:  # text queries go through the trained tower; images still use CLIP's
+            from models.query_tower import QueryTower
+
+            self._tower = QueryTower(query_tower, self.info["clip_model"], self.info["clip_weights"],
+                                     device=device, threads=threads)
         self._codebooks = None
 
     # ---- models (loaded on first use) ---------------------------------------------------------
@@ -263,7 +271,7 @@ class Searcher:
             if "text" in queues:
                 results["text"] = self._text_queue(query, depths["text"])
             if "vector" in queues:
-                vec = self._query_encoder().encode_text(query)
+                vec = (self._tower or self._query_encoder()).encode_text(query)
                 results["vector"] = self._vector_queue(vec, depths["vector"])
         elif kind == "image":
             img = image
@@ -383,6 +391,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--clip-pretrained", default=None,
                         help="weights that encode the query: default the index's recorded tag (or none); for an "
                              "index built from a local checkpoint, its path (the file's id must match)")
+    parser.add_argument("--query-tower", default=None,
+                        help="a query tower folder (vmm train-query-tower's --output) that encodes --query text "
+                             "instead of the base CLIP text tower; refused unless trained against this index's "
+                             "model and weights")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto, for query encoding (default cpu)")
     parser.add_argument("--torch-threads", type=int, default=0,
                         help="torch threads for query encoding (default 0: torch's own)")
@@ -397,8 +409,8 @@ def execute(args, options=None) -> int:
     try:
         if args.k < 1:
             raise SearchError("--k must be >= 1")
-        searcher = Searcher(args.index, clip_pretrained=args.clip_pretrained, device=args.device,
-                            threads=args.torch_threads)
+        searcher = Searcher(args.index, clip_pretrained=args.clip_pretrained, query_tower=args.query_tower,
+                            device=args.device, threads=args.torch_threads)
         queues = args.queues.split(",") if args.queues else None
         hits = searcher.search(args.query, image=args.image, like=args.like, k=args.k, queues=queues,
                                fusion=args.fusion, depth=args.depth, rrf_k=args.rrf_k)
