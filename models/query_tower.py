@@ -162,6 +162,30 @@ def tokenizer(model_name: str):
     return clip._open_clip().get_tokenizer(model_name)
 
 
+def forward_text(tower, tokens):
+    """The tower's pooled, projected text features [B, D] (not normalised), as `tower(tokens)`.
+
+    For CLIP's own text tower (causal mask, pooled at the end-of-text token, the largest id) only
+    the first L positions run, L the batch's longest text: under a causal mask a position never
+    sees the ones after it, so the padding after each end-of-text token cannot change it. Queries
+    are a few tokens of a 77-token context, so this is most of the work and memory saved."""
+    import torch
+
+    if (tower.pool_type != "argmax" or tower.cls_emb is not None or tower.attn_mask is None
+            or getattr(tower, "use_pad_mask", False)):
+        return tower(tokens)
+    ends = tokens.argmax(dim=-1)
+    length = int(ends.max()) + 1
+    cast = tower.transformer.get_cast_dtype()
+    x = tower.token_embedding(tokens[:, :length]).to(cast) + tower.positional_embedding[:length].to(cast)
+    x = tower.ln_final(tower.transformer(x, attn_mask=tower.attn_mask[:length, :length]))
+    pooled = x[torch.arange(len(x), device=x.device), ends]
+    projection = tower.text_projection
+    if projection is None:
+        return pooled
+    return projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
+
+
 def encode(tower, tokenize, texts: Sequence[str], device: str = "cpu", batch_size: int = 512,
            amp: bool = False) -> np.ndarray:
     """L2-normalised float32 [N, D] text vectors from a text tower, no grad, in batches."""
@@ -170,7 +194,7 @@ def encode(tower, tokenize, texts: Sequence[str], device: str = "cpu", batch_siz
     out = []
     with torch.no_grad(), _autocast(device, amp):
         for start in range(0, len(texts), batch_size):
-            x = tower(tokenize(list(texts[start:start + batch_size])).to(device))
+            x = forward_text(tower, tokenize(list(texts[start:start + batch_size])).to(device))
             out.append(torch.nn.functional.normalize(x.float(), dim=-1).cpu().numpy())
     dim = tower.text_projection.shape[-1] if tower.text_projection is not None else tower.width
     return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
@@ -759,7 +783,7 @@ class Trainer:
             tower.train()
             started = time.perf_counter()
             sums = {v.name: 0.0 for v in self.views}
-            total_sum = 0.0
+            total_sum, pairs_seen = 0.0, 0
             bar = _progress(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
             for s in range(self.steps_per_epoch):
                 step = epoch * self.steps_per_epoch + s
@@ -769,9 +793,10 @@ class Trainer:
                 total = 0.0
                 for vi, view in enumerate(self.views):
                     idx = view_batch(view, vi, cfg.seed, step, cfg.batch_size)
+                    pairs_seen += len(idx)
                     rows = torch.from_numpy(view.rows[idx])
                     with _autocast(device, cfg.amp):
-                        text = tower(tokenize([view.texts[i] for i in view.text_ids[idx]]).to(device))
+                        text = forward_text(tower, tokenize([view.texts[i] for i in view.text_ids[idx]]).to(device))
                     text = torch.nn.functional.normalize(text.float(), dim=-1)
                     video = torch.from_numpy(self.videos.vectors[view.rows[idx]]).to(device)  # a copy of B rows
                     loss = masked_clip_loss(loss_fn, video, text,
@@ -789,6 +814,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{total:.4f}")
             bar.close()
+            train_s = time.perf_counter() - started
             tower.eval()
             metrics = evaluate(encode_texts, self.heldout, self.videos)
             row = {"epoch": epoch + 1, "steps": (epoch + 1) * self.steps_per_epoch,
@@ -796,6 +822,7 @@ class Trainer:
                    "loss": round(total_sum / self.steps_per_epoch, 6),
                    **{f"loss_{k}": round(v / self.steps_per_epoch, 6) for k, v in sums.items()},
                    **{f"heldout_{k}": v for k, v in metrics.items() if k != "queries"},
+                   "train_s": round(train_s, 3), "pairs_per_s": round(pairs_seen / train_s, 1),
                    "seconds": round(time.perf_counter() - started, 2)}
             history.append(row)
             if len(self.heldout) and metrics["R@10"] > best["R@10"]:

@@ -75,15 +75,18 @@ def test_base_tower_is_the_clip_text_tower_and_a_saved_tower_loads_as_a_query_en
     tower, scale, wid = qt.load_base_tower(clip.ClipConfig(TINY_MODEL, tiny_checkpoint))
     assert wid == weights and abs(scale - np.log(1 / 0.07)) < 1e-5
     assert not any(k.startswith("visual") for k in tower.state_dict())  # no image tower
-    texts = ["a red kettle", "水壶 on a table", "dog"]
+    texts = ["a red kettle", "水壶 on a table", "dog", "a query longer than the context " * 20]  # 1 trimmed, 1 full
     ref = QueryEncoder(TINY_MODEL, weights, tiny_checkpoint).encode_texts(texts)
-    got = qt.encode(tower.eval(), qt.tokenizer(TINY_MODEL), texts)
+    got = qt.encode(tower.eval(), qt.tokenizer(TINY_MODEL), texts)  # runs the whole 77-token context
     np.testing.assert_allclose(got, ref, atol=1e-6)
+    # Alone, a short text runs only up to its end-of-text token: the same vector.
+    alone = np.concatenate([qt.encode(tower, qt.tokenizer(TINY_MODEL), [t]) for t in texts])
+    np.testing.assert_allclose(alone, ref, atol=1e-6)
     info = {"clip_model": TINY_MODEL, "clip_weights": weights, "index": {"vectors_id": "sha256:x"}}
     qt.save_tower(str(tmp_path / "t"), tower, info)
     loaded = qt.QueryTower(str(tmp_path / "t"), TINY_MODEL, weights)
     out = loaded.encode_texts(texts)
-    assert out.dtype == np.float32 and out.shape == (3, loaded.dim)
+    assert out.dtype == np.float32 and out.shape == (4, loaded.dim)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(out, ref, atol=1e-6)
     np.testing.assert_allclose(loaded.encode_text("dog"), ref[2], atol=1e-6)
