@@ -94,8 +94,10 @@ def make_world(n_videos: int = 120, dim: int = 64, seed: int = 0, words_per_vide
     return World(ids, vecs, topics, titles, train, heldout, group_b)
 
 
-def write_index(world: World, root: str, clip_model: str, clip_weights: str = "none", dtype: str = "int8") -> str:
-    """The world's videos as a committed forward index (videos table: ids, titles, vectors)."""
+def write_index(world: World, root: str, clip_model: str, clip_weights: str = "none", dtype: str = "int8",
+                ocr: dict | None = None) -> str:
+    """The world's videos as a committed forward index (videos table: ids, titles, vectors; `ocr`:
+    video_id -> (subtitle text, scene text))."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -109,6 +111,8 @@ def write_index(world: World, root: str, clip_model: str, clip_weights: str = "n
         row = dict(video_id=vid, uri=f"synthetic://{vid}", title=title, tags=None, width=64, height=36,
                    video_codec="h264", has_audio=False, num_keyframes=1, stage_errors=[])
         row.update(fi.encode_embedding(vec, dtype))
+        if ocr and vid in ocr:
+            row["ocr_subtitle_text"], row["ocr_scene_text"] = ocr[vid]
         rows.append(row)
     meta = fi.file_metadata(clip_model=clip_model, clip_weights=clip_weights,
                             extra=fi.embedding_metadata(dtype, dim))

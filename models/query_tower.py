@@ -338,17 +338,6 @@ class QueryTower:
         return self.encode_texts([text])[0]
 
 
-def text_encoder(index_model: str, index_weights: str, *, query_tower: str | None = None,
-                 pretrained: str | None = None, device: str = "cpu", threads: int = 0):
-    """What turns query text into an index's space: the trained tower when given, else the base
-    CLIP text tower (models.query.QueryEncoder). Both refuse another model's or weights' index."""
-    if query_tower is not None:
-        return QueryTower(query_tower, index_model, index_weights, device=device, threads=threads)
-    from models.query import QueryEncoder
-
-    return QueryEncoder(index_model, index_weights, pretrained, device=device, threads=threads)
-
-
 # ---- the locked video side -----------------------------------------------------------------------
 
 

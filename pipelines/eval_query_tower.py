@@ -65,10 +65,12 @@ def execute(args, options=None) -> int:
     import torch
 
     from models import query_tower as qt
+    from models.hub import resolve_device
     from pipelines.options import check, starting
 
     with starting():
         check(args.batch_size >= 1, "--batch-size", ">= 1", args.batch_size)
+        device = resolve_device(args.device)
         videos = qt.load_videos(args.index, columns=())
         base = base_weights(videos, args.clip_pretrained)
         tower = None
@@ -82,9 +84,6 @@ def execute(args, options=None) -> int:
             raise qt.TowerError(f"{args.pairs} has no held-out pair on a video of the index ({pairs.counts})")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    from models.hub import resolve_device
-
-    device = resolve_device(args.device)
     model, _, _ = qt.load_base_tower(base)
     model = model.to(device).eval()
     tokenize = qt.tokenizer(base.model_name)

@@ -60,6 +60,7 @@ def add_arguments(parser) -> None:
 
 def execute(args, options=None) -> int:
     from models import query_tower as qt
+    from models.hub import resolve_device
     from pipelines.options import starting
 
     with starting():
@@ -71,6 +72,7 @@ def execute(args, options=None) -> int:
             threads=args.torch_threads,
             progress=args.progress if args.progress is not None else sys.stderr.isatty())
         config.check()
+        resolve_device(config.device)  # CUDA asked for on a machine without it: refused before any reading
         if os.path.exists(os.path.join(args.output, qt.TOWER_JSON)) and not (args.overwrite or args.resume):
             raise qt.TowerError(f"{args.output} already holds a tower (--overwrite replaces it)")
         names = [n for n, _ in views]

@@ -315,6 +315,27 @@ def test_training_refuses_other_weights_and_locks_layers(world, tmp_path, capsys
     assert info["training"]["trainable_parameters"] < sum(v.numel() for v in b.values()) / 10
 
 
+def test_ocr_view_trains_on_the_key_lines(world, tmp_path, capsys):
+    from pipelines.cli import COMMANDS
+    from pipelines.options import run_command
+
+    w = world["world"]
+    argv = ["--pairs", world["pairs"], "--epochs", "1", "--batch-size", "64", "--torch-threads", "1",
+            "--no-progress", "--views", "query,ocr:0.3"]
+    assert run_command(COMMANDS["train-query-tower"], argv + ["--index", world["index"], "--output",
+                                                              str(tmp_path / "none")]) == 2
+    assert "view ocr has no pairs" in capsys.readouterr().err  # the world's index has no OCR text
+    ocr = {vid: (f"subscribe\n{' '.join(t)}\nsubscribe", "exit") for vid, t in zip(w.ids[:50], w.topics)}
+    index = write_index(w, str(tmp_path / "index"), MODEL, ocr=ocr)
+    assert run_command(COMMANDS["train-query-tower"], argv + ["--index", index, "--output", str(tmp_path / "t")]) == 0
+    info = json.load(open(tmp_path / "t" / qt.TOWER_JSON))
+    assert info["views"] == {"query": 1.0, "ocr": 0.3} and info["data"]["ocr_pairs"] == 50
+    assert "loss_ocr" in open(tmp_path / "t" / qt.LOG_CSV).readline()
+    videos = qt.load_videos(index, columns=["title", *qt.OCR_COLUMNS])
+    view = qt.build_views((("ocr", 1.0),), qt.match_pairs(qt.read_pairs(world["pairs"]), videos), videos, 2)[0]
+    assert view.texts[view.text_ids[0]] == f"subscribe {' '.join(w.topics[0])}"  # the 2 longest distinct lines, in order
+
+
 # ---- search with the tower -------------------------------------------------------------------
 
 
