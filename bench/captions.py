@@ -28,7 +28,9 @@ seconds are the sum of `engine.read` calls (CPU time of the calling thread).
 (gen-10s, gen-60s, nasa_13013, chaplin, counter): per video, the frames each side's plan reads
 (with and without quick lines, `decode_keyframes` + the plan, band crops included), every distinct
 read timed once (CPU time of the reading thread) in time order, the sides sharing the frames they
-both read; a side's OCR time is the sum over its reads. Also the decode pass's CPU time per side.
+both read; a side's OCR time is the sum over its reads. Also the decode pass's CPU time per side (the
+least of two runs), with the pass's reformatters (one swscale context per kind of conversion) and with
+every conversion through the frame's own `to_ndarray` (decode before the reformatters: same pixels).
 """
 
 from __future__ import annotations
@@ -274,11 +276,31 @@ class _Timed:
             self.calls += 1
 
 
+def _decode_cpu(path: str, cfg, per_frame: bool, repeat: int = 2) -> tuple[float, object]:
+    """CPU seconds of the decode pass (the least of `repeat` runs) and its result. `per_frame`: every
+    conversion through the frame's own `to_ndarray` (a swscale context set up per frame, as decode
+    did before the pass kept one per kind of conversion): the same pixels, the old cost."""
+    from models import decode as decode_mod
+
+    best, decoded = float("inf"), None
+    saved = decode_mod._Pass._array
+    try:
+        if per_frame:
+            decode_mod._Pass._array = lambda self, frame, kind, **kwargs: frame.to_ndarray(**kwargs)
+        for _ in range(repeat):
+            started = time.process_time()
+            decoded = decode_mod.decode_keyframes(path, decode_mod.DecodeConfig(text=cfg))
+            best = min(best, time.process_time() - started)
+    finally:
+        decode_mod._Pass._array = saved
+    return best, decoded
+
+
 def ocr_cost(cache: str, media: str) -> None:
-    """Prints OCR reads and seconds per main-set video, quick lines on vs off (see the module doc)."""
+    """Prints OCR reads and seconds per main-set video, quick lines on vs off, and the decode pass's
+    CPU time per side with the pass's reformatters and with per-frame conversions (module doc)."""
     from bench._common import print_table
     from bench.e2e import QUICK_MEDIA, build_generated
-    from models.decode import DecodeConfig, decode_keyframes
     from models.ocr import OcrConfig, load_engine
     from models.textframes import TextSamplingConfig
 
@@ -287,13 +309,12 @@ def ocr_cost(cache: str, media: str) -> None:
                if os.path.exists(os.path.join(media, f))]
     engine = load_engine(OcrConfig(threads=1))
     sides = {"quick lines": TextSamplingConfig(), "slow rule only": TextSamplingConfig(quick_line_s=0)}
-    rows, totals = [], {name: [0, 0.0, 0.0] for name in sides}
+    rows, totals = [], {name: [0, 0.0, 0.0, 0.0] for name in sides}
     for vid, path in videos:
-        plans, decode_s = {}, {}
+        plans, decode_s, per_frame_s = {}, {}, {}
         for name, cfg in sides.items():
-            started = time.process_time()
-            decoded = decode_keyframes(path, DecodeConfig(text=cfg))
-            decode_s[name] = time.process_time() - started
+            per_frame_s[name], _ = _decode_cpu(path, cfg, per_frame=True)
+            decode_s[name], decoded = _decode_cpu(path, cfg, per_frame=False)
             plans[name] = {(f.frame_index, f.crop_top): f.image for f in decoded.ocr_frames if f.image is not None}
         took = {}
         for key in sorted(set().union(*plans.values())):
@@ -307,13 +328,19 @@ def ocr_cost(cache: str, media: str) -> None:
             totals[name][0] += len(plans[name])
             totals[name][1] += secs
             totals[name][2] += decode_s[name]
-            row += [len(plans[name]), f"{secs:.2f}", f"{decode_s[name]:.2f}"]
+            totals[name][3] += per_frame_s[name]
+            row += [len(plans[name]), f"{secs:.2f}", f"{decode_s[name]:.2f}", f"{per_frame_s[name]:.2f}"]
         rows.append(row)
     rows.append(["TOTAL"] + [x for name in sides for x in (totals[name][0], f"{totals[name][1]:.2f}",
-                                                         f"{totals[name][2]:.2f}")])
-    print_table(["video"] + [f"{name}: {what}" for name in sides for what in ("reads", "OCR s", "decode s")], rows)
-    on, off = totals["quick lines"][1], totals["slow rule only"][1]
-    print(f"OCR time with quick lines / without: {on / off:.3f}x (decode pass {totals['quick lines'][2] / totals['slow rule only'][2]:.3f}x)")
+                                                         f"{totals[name][2]:.2f}", f"{totals[name][3]:.2f}")])
+    print_table(["video"] + [f"{name}: {what}" for name in sides
+                             for what in ("reads", "OCR s", "decode s", "decode s, per-frame conversions")], rows)
+    on, off = totals["quick lines"], totals["slow rule only"]
+    print(f"OCR time with quick lines / without: {on[1] / off[1]:.3f}x")
+    print(f"decode pass, quick lines / without: {on[2] / off[2]:.3f}x (per-frame conversions: {on[3] / off[3]:.3f}x); "
+          f"per-frame conversions / the pass's reformatters: {on[3] / on[2]:.3f}x with quick lines, "
+          f"{off[3] / off[2]:.3f}x without; quick lines now / slow rule with per-frame conversions "
+          f"(before issue 23): {on[2] / off[3]:.3f}x")
 
 
 def main(argv=None) -> int:

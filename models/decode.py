@@ -12,7 +12,9 @@ caller can start transcribing while the video pass -- the long one -- is still r
 transforms/decode.py). `decode_keyframes` runs both and returns one `DecodedVideo`.
 
 Memory stays bounded whatever the video's length: frames are resized in the decoder (swscale) the
-moment they are kept, thumbnails for cut and text detection are 64x36 and 320x180, the candidate
+moment they are kept (one swscale context per kind of conversion and pass: a frame's own
+`to_ndarray` would set one up for every frame, five times the cost of the conversion itself),
+thumbnails for cut and text detection are 64x36 and 320x180, the candidate
 buffers are thinned as they grow, and audio stops at `max_audio_s`.
 """
 
@@ -26,6 +28,7 @@ from typing import BinaryIO, Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from models.audio import AudioError, collect_audio
 from models.errors import InputError, open_container
@@ -270,6 +273,15 @@ class _Pass:
             stated = min(stated, config.max_duration_s)
         self.text_cap_stated = config.text.text_frame_cap(stated) if config.text is not None else 0
         self.truncated = False
+        # One reformatter per kind of conversion: each keeps its swscale context between frames.
+        self._reformatters: dict[str, VideoReformatter] = {}
+
+    def _array(self, frame, kind: str, **kwargs) -> np.ndarray:
+        """`frame.to_ndarray(**kwargs)` (the same pixels) through the pass's reformatter for `kind`."""
+        reformatter = self._reformatters.get(kind)
+        if reformatter is None:
+            reformatter = self._reformatters[kind] = VideoReformatter()
+        return reformatter.reformat(frame, **kwargs).to_ndarray()
 
     def run(self) -> None:
         for frame in self.container.decode(self.stream):
@@ -295,7 +307,7 @@ class _Pass:
             self.rotation = frame.rotation or 0.0
         candidate = None
         if self.detector.wants(t):
-            thumb = frame.to_ndarray(format="rgb24", width=_ANALYSIS_SIZE[0], height=_ANALYSIS_SIZE[1])
+            thumb = self._array(frame, "cut", format="rgb24", width=_ANALYSIS_SIZE[0], height=_ANALYSIS_SIZE[1])
             candidate = self.detector.observe(index, t, color_signature(thumb))
         is_text = band_only = False
         gray = None
@@ -316,7 +328,8 @@ class _Pass:
             text_img = self._text_image(frame)
         img = None
         if candidate is not None or cfg.embed_text_frames:
-            img = frame.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1], interpolation="AREA")
+            img = self._array(frame, "clip", format="rgb24", width=self.size[0], height=self.size[1],
+                              interpolation="AREA")
             img = _rotate(img, self.rotation)
         if candidate is not None:
             if self.text is not None and not is_text:
@@ -351,7 +364,7 @@ class _Pass:
         return kept
 
     def _gray(self, frame) -> np.ndarray:
-        gray = frame.to_ndarray(format="gray", width=TEXT_MAP_W, height=TEXT_MAP_H)
+        gray = self._array(frame, "text-map", format="gray", width=TEXT_MAP_W, height=TEXT_MAP_H)
         # Keep the map in display orientation so cells mean the same place as the boxes do.
         quarter = int(round(self.rotation / 90.0)) % 4
         if quarter % 2:
@@ -366,7 +379,7 @@ class _Pass:
         if self.text_size is None:
             self.text_size = text_frame_size(frame.width, frame.height, self.config.text_max_side)
         w, h = self.text_size
-        img = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
+        img = self._array(frame, "text", format="rgb24", width=w, height=h, interpolation="AREA")
         return _rotate(img, self.rotation)
 
     def result(self, started: float) -> DecodedVideo:
