@@ -27,7 +27,8 @@ from models.decode import DecodeConfig
 from models.memory import freeze_long_lived
 from models.ocr_domains import DomainConfig
 from models.textframes import TextSamplingConfig
-from pipelines.options import CLIP, DECODE, RUN, RunConfig, beam_flags, check, main_of, starting, switch
+from pipelines.options import (CLIP, DECODE, RUN, RunConfig, beam_flags, check, main_of, new_pipeline, starting,
+                               switch)
 from pipelines.output import commit_run, new_run_id, prepare_output, staging_dir
 from pipelines.summary import format_summary, summarize, write_summary
 from schemas import forward_index as fi
@@ -349,7 +350,7 @@ def execute(args, options: PipelineOptions) -> int:
         logger.info("--skip-existing: skipping the video ids already in %d files of %s", len(skip_files), config.output)
     if run.in_process and not dry_run:
         preload([LoadModels.of(config)])
-    p = beam.Pipeline(options=options)
+    p = new_pipeline(options)
     build_pipeline(p, config, run_id, skip_files)
     result = p.run()
     result.wait_until_finish()

@@ -575,8 +575,10 @@ def _build_with_beam(spec: BuildSpec, meta: dict, options) -> list[dict]:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from pipelines.options import new_pipeline
+
     options = options or PipelineOptions([])
-    with beam.Pipeline(options=options) as p:
+    with new_pipeline(options) as p:
         _ = (p
              | "Shards" >> beam.Create(list(range(spec.shards)))
              | "Spread" >> beam.Reshuffle()

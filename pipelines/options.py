@@ -345,6 +345,61 @@ def run_command(command: Command, argv: list[str]) -> int:
 # Option groups: each adds its flags and turns them into a frozen config (`to_config`).
 
 _DIRECT_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner")
+# Names that mean Beam's DirectRunner, which in Beam 2.77 first tries Prism (Beam's Go runner: with a
+# binary in Beam's cache, or one it can download, the run moves there) and only then its in-process
+# runner. vmm runs these on the in-process runner, always (`new_pipeline`).
+_SWITCHING_DIRECT = (None, "directrunner", "direct", "switchingdirectrunner")
+
+# Runners that run vmm's pipelines but lose their data: refused before any work, with the reason.
+REFUSED_RUNNERS = {
+    "daskrunner": (
+        "DaskRunner loses data on vmm's pipelines: it drops outputs emitted in finish_bundle (RunInference "
+        "and BatchElements lose their last batch), does not separate tagged outputs (with_outputs, "
+        "Partition), writes Parquet files empty and runs only the last of several sinks (measured with "
+        "Beam 2.77). Use DirectRunner on one machine, or Flink, Spark or Dataflow (README: Running on a "
+        "cluster)"),
+}
+
+
+def runner_key(runner) -> str | None:
+    """`--runner` as a lower-case class name ('apache_beam.runners.dask.dask_runner.DaskRunner',
+    'dask', 'DaskRunner' -> 'daskrunner'); None when not given."""
+    if runner is None:
+        return None
+    if not isinstance(runner, str):
+        runner = type(runner).__name__
+    name = runner.rsplit(".", 1)[-1].lower()
+    return name if name.endswith("runner") or name == "direct" else name + "runner"
+
+
+def check_runner(options) -> None:
+    """UsageError when `--runner` is one that loses vmm's data (REFUSED_RUNNERS)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    key = runner_key(options.view_as(StandardOptions).runner)
+    if key in REFUSED_RUNNERS:
+        raise UsageError(f"--runner {options.view_as(StandardOptions).runner}: {REFUSED_RUNNERS[key]}")
+
+
+def new_pipeline(options):
+    """`beam.Pipeline(options=options)`, except that DirectRunner is Beam's in-process runner
+    (FnApiRunner, built as DirectRunner builds it) and never Prism: the direct_running_mode and
+    direct_num_workers that RunConfig splits the cores by, and the models preloaded into this
+    process for in-process workers, are that runner's. Refused runners raise UsageError."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    check_runner(options)
+    standard = options.view_as(StandardOptions)
+    if runner_key(standard.runner) not in _SWITCHING_DIRECT or standard.streaming:
+        return beam.Pipeline(options=options)
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision), options=options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,6 +429,7 @@ class RunGroup:
         from apache_beam.options.pipeline_options import (
             DirectOptions, PortableOptions, SetupOptions, StandardOptions)
 
+        check_runner(options)
         mode, workers = None, 0
         if options.view_as(StandardOptions).runner in _DIRECT_RUNNERS:
             direct = options.view_as(DirectOptions)

@@ -30,7 +30,7 @@ from models import clip as clip_models
 from models.codebook import MAX_K, train_codebook
 from models.errors import CannotStart
 from pipelines.options import (
-    CLIP, DECODE, RUN, IndexSource, beam_flags, check, main_of, read_index, run_command, starting)
+    CLIP, DECODE, RUN, IndexSource, beam_flags, check, main_of, new_pipeline, read_index, run_command, starting)
 from schemas.index import IndexReader, file_embeddings
 from transforms.decode import DecodeVideos
 from transforms.embed import EmbedFrames
@@ -179,7 +179,7 @@ def execute(args, options: PipelineOptions) -> int:
         min_points_per_centroid=args.min_points_per_centroid, clip_model=model, clip_weights=weights,
         output=args.output,
     )
-    p = beam.Pipeline(options=options)
+    p = new_pipeline(options)
     if index is not None:
         vectors = (
             p

@@ -205,3 +205,62 @@ def test_worker_container_matches_the_launcher():
     installs = [i for i, words in enumerate(steps) if words[0] == "RUN" and "install" in words
                 and any(w.strip('"\'').startswith(".") for w in words)]
     assert installs and installs[-1] > max(copies), "the image does not pip install the copied project"
+
+
+def test_extract_refuses_dask_runner_with_the_reason(sample, tmp_path, capsys):
+    """DaskRunner loses this pipeline's data (finish_bundle outputs, tagged outputs, sinks): refused
+    before any work, whether named by class, short name or full path."""
+    from pipelines import extract
+
+    for name in ("DaskRunner", "dask", "apache_beam.runners.dask.dask_runner.DaskRunner"):
+        out = tmp_path / name
+        assert extract.run(["--input", sample["manifest"], "--output", str(out), "--clip-model", TINY_MODEL,
+                            "--clip-pretrained", "none", "--runner", name]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("vmm extract: --runner") and "finish_bundle" in err and "tagged outputs" in err, err
+        assert len(err.strip().splitlines()) == 1
+        assert not out.exists()
+
+
+def _fake_prism(home) -> str:
+    """An executable where Beam's DirectRunner looks for a cached Prism binary; it records that it
+    was started (in the returned file) and fails, so that Beam falls back."""
+    import platform
+
+    from apache_beam.runners.portability.prism_runner import PrismJobServer
+    from apache_beam.version import __version__
+
+    url = PrismJobServer._construct_download_url(f"v{__version__}", f"v{__version__}", platform.system(),
+                                                 platform.machine())
+    cache = home / ".apache_beam" / "cache" / "prism" / "bin"
+    cache.mkdir(parents=True)
+    marker = home / "prism-started"
+    binary = cache / url.rsplit("/", 1)[-1]
+    binary.write_text(f"#!/bin/sh\necho \"$@\" >> {marker}\nexit 3\n")
+    binary.chmod(0o755)
+    return str(marker)
+
+
+@pytest.mark.slow
+def test_direct_runner_runs_in_process_never_on_prism(sample, tiny_checkpoint, tmp_path):
+    """Beam 2.77's DirectRunner runs a pipeline on Prism when it finds a Prism binary in its cache
+    (or can download one). vmm's DirectRunner runs are Beam's in-process runner whatever the cache
+    holds: the same rows, its worker modes, no download attempt."""
+    home = tmp_path / "home"
+    marker = _fake_prism(home)
+    env = {**os.environ, "HOME": str(home)}
+    # The premise: Beam's own DirectRunner starts the cached binary.
+    probe = ("import apache_beam as beam\np = beam.Pipeline()\n_ = p | beam.Create([1]) | beam.Map(print)\n"
+             "p.run().wait_until_finish()\n")
+    subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, timeout=300, check=True)
+    assert os.path.exists(marker), "Beam's DirectRunner did not look for Prism where this test put it"
+    os.remove(marker)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipelines.cli", "extract", "--input", sample["manifest"], "--output", str(out),
+           "--clip-model", TINY_MODEL, "--clip-pretrained", tiny_checkpoint, "--no-ocr", "--no-asr", "--no-progress",
+           "--direct_num_workers", "2", "--direct_running_mode", "multi_threading"]
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not os.path.exists(marker), "vmm extract started Prism"
+    assert "prism" not in proc.stderr.lower()
+    assert len(_rows(str(out), "videos")) == len(sample["expected"]["videos"])
