@@ -13,6 +13,8 @@ Cases, each in a fresh child process (so its peak RSS is its own):
   * index size: the same steps against 10k and 1M video vectors, alternating: the video side is a
     gather of the batch's rows, so the step time should not move (held-out evaluation, which ranks
     against every video, is the part that grows with the index; it runs once per epoch);
+  * step context: one forward + backward step run up to the batch's last end-of-text token vs
+    over the whole 77-token context (open_clip's call), same tower, same batch;
   * encode: the time to embed a held-out query set with the text tower, as `vmm eval-query-tower`
     and the end of training do (models.query_tower.encode: the causal tower run up to the batch's
     last end-of-text token), against open_clip's own call over the whole 77-token context.
@@ -153,6 +155,34 @@ def case_encode(model: str, queries: int, folder: str, rounds: int = 2) -> dict:
             "queries_per_s": round(queries / ours_s)}
 
 
+def case_step_context(model: str, batch: int, folder: str, rounds: int = 2) -> dict:
+    """One training step's forward and backward through the text tower, run up to the batch's last
+    end-of-text token (models.query_tower.forward_text) vs open_clip's call over the whole context;
+    alternating, the fastest round of each side counts."""
+    import torch
+
+    from models import clip
+    from models import query_tower as qt
+
+    tower, _, _ = qt.load_base_tower(clip.ClipConfig(model, _checkpoint(model, folder)))
+    tower.train()
+    tokenize = qt.tokenizer(model)
+    _, _, texts = _data(model, 1, 1)
+    tokens = tokenize(texts[:batch])
+    sides = {"ours": lambda: qt.forward_text(tower, tokens), "full": lambda: tower(tokens)}
+    times: dict = {"ours": [], "full": []}
+    for _ in range(rounds):
+        for side, run in sides.items():
+            tower.zero_grad(set_to_none=True)
+            started = time.perf_counter()
+            run().square().sum().backward()
+            times[side].append(time.perf_counter() - started)
+    ours, full = min(times["ours"]), min(times["full"])
+    return {"case": "step_context", "model": model, "batch": batch, "tokens": int(tokens.argmax(-1).max()) + 1,
+            "context": int(tokens.shape[1]), "step_s": round(ours, 3), "full_context_step_s": round(full, 3),
+            "speedup": round(full / ours, 1)}
+
+
 def _child(spec: dict, folder: str, timeout: float) -> dict:
     env = dict(os.environ, PYTHONPATH=os.getcwd(), HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "bench.bench_tower", "--case", json.dumps(spec), "--folder", folder]
@@ -178,18 +208,21 @@ def main(argv=None) -> int:
     if args.case:
         spec = json.loads(args.case)
         kind = spec.pop("case")
-        result = {"train": case_train, "encode": case_encode, "index_size": case_index_size}[kind](
+        result = {"train": case_train, "encode": case_encode, "index_size": case_index_size,
+                  "step_context": case_step_context}[kind](
             folder=args.folder, **spec)
         print(json.dumps(result))
         return 0
     cases = [{"case": "train", "model": TINY, "batch": b, "steps": 2, "videos": 10_000} for b in (256, 1024, 4096)]
     cases += [{"case": "index_size", "model": TINY, "batch": 1024, "steps": 2, "sizes": [10_000, 1_000_000]}]
     cases += [{"case": "encode", "model": TINY, "queries": args.queries}]
+    cases += [{"case": "step_context", "model": "vmm-tiny-vit", "batch": 256}]
     if not args.quick:
         cases += [{"case": "train", "model": BIG, "batch": int(b), "steps": 1, "epochs": 2, "videos": 10_000}
                   for b in args.big_batches.split(",")]
         cases += [{"case": "index_size", "model": BIG, "batch": 256, "steps": 1, "sizes": [10_000, 1_000_000]}]
         cases += [{"case": "encode", "model": BIG, "queries": args.queries}]
+        cases += [{"case": "step_context", "model": BIG, "batch": 64}]
     results = []
     with tempfile.TemporaryDirectory(prefix="vmm-bench-tower-") as folder:
         for spec in cases:
@@ -208,6 +241,10 @@ def main(argv=None) -> int:
     print_table(["model", "queries", "encode s", "full context s", "speedup", "load"],
                 [[r["model"], r["queries"], r.get("encode_s", r.get("error")), r.get("full_context_s", ""),
                   r.get("speedup", ""), r.get("load_average", "")] for r in enc])
+    ctx = [r for r in results if r["case"] == "step_context"]
+    print_table(["model", "batch", "tokens run / context", "s/step", "full context s/step", "speedup", "load"],
+                [[r["model"], r["batch"], f"{r.get('tokens')}/{r.get('context')}", r.get("step_s", r.get("error")),
+                  r.get("full_context_step_s", ""), r.get("speedup", ""), r.get("load_average", "")] for r in ctx])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
