@@ -3,7 +3,7 @@ way a user would do the same (numpy brute force over the vectors; bm25s, the oth
 BM25 library; the same Searcher with a brute-force vector queue). Run each size in its own process
 (peak memory is per process):
 
-    python -m bench.bench_search vectors --n 200000            # + --kind flat|hnsw|ivfpq to force one
+    python -m bench.bench_search vectors --n 200000            # + --kind flat|hnsw|hnswpca|ivfsq|ivfpq to force one
     python -m bench.bench_search text --n 200000               # tantivy vs bm25s, 4 weighted fields
     python -m bench.bench_search e2e --n 200000                # vmm index + Searcher.search, ViT-B-32 text tower
 
@@ -15,6 +15,7 @@ Zipf-distributed terms in the four text fields. Every figure is one thread unles
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -42,6 +43,24 @@ def _dir_size(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
 
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _forced_choice(ann, kind: str, n: int, dim: int = 512):
+    """The AnnChoice of `kind` for n vectors as plan_index would make it, whatever the count."""
+    for budget in (1 << 50, ann.hnswpca_memory(n, dim), n * (dim + 8) + ann.ivf_params(n, dim)["nlist"] * dim * 4,
+                   ann.ivf_memory(n, dim)):
+        choice = ann.plan_index(n, dim, budget)
+        if choice.kind == kind:
+            return dataclasses.replace(choice, reason="forced")
+    if kind == "hnsw":
+        return ann.AnnChoice("hnsw", n, dim, f"HNSW{ann.HNSW_M},Flat", ann.hnsw_memory(n, dim), "forced",
+                             params={"M": ann.HNSW_M, "efConstruction": ann.HNSW_EF_CONSTRUCTION})
+    return ann.AnnChoice("flat", n, dim, "Flat", n * dim * 4, "forced")
+
+
 def bench_vectors(args) -> dict:
     import faiss
 
@@ -51,30 +70,23 @@ def bench_vectors(args) -> dict:
     tmp = tempfile.mkdtemp(prefix="vmm-bench-ann-")
     try:
         t = time.perf_counter()
-        vec_path = os.path.join(tmp, "vectors.f16")
-        with open(vec_path, "wb") as f:
-            for start in range(0, args.n, 100_000):
-                m = min(100_000, args.n - start)
-                f.write(clip_like_vectors(m, 512, seed=start + args.seed, topics=20000).astype(np.float16).tobytes())
+        vec_path = args.vectors_file or os.path.join(tmp, "vectors.f16")
+        if not (os.path.exists(vec_path) and os.path.getsize(vec_path) >= args.n * 1024):
+            with open(vec_path, "wb") as f:
+                for start in range(0, args.n, 100_000):
+                    m = min(100_000, args.n - start)
+                    f.write(clip_like_vectors(m, 512, seed=args.seed, topics=20000, start=start).astype(np.float16).tobytes())
         gen_s = time.perf_counter() - t
-        x = np.memmap(vec_path, dtype=np.float16, mode="r", shape=(args.n, 512))
+        x = np.memmap(vec_path, dtype=np.float16, mode="r", shape=(args.n, 512))  # a longer file's first n rows
         base_rss = _peak_mib()
         budget = int(args.max_memory_gib * 2**30)
         choice = ann.plan_index(args.n, 512, budget)
         if args.kind and args.kind != choice.kind:
-            if args.kind == "hnsw":
-                choice = ann.AnnChoice("hnsw", args.n, 512, "HNSW32,Flat", ann.hnsw_memory(args.n, 512), "forced",
-                                       params={"M": ann.HNSW_M, "efConstruction": ann.HNSW_EF_CONSTRUCTION})
-            elif args.kind == "ivfpq":
-                p = ann.ivf_params(args.n, 512)
-                choice = ann.AnnChoice("ivfpq", args.n, 512, f"IVF{p['nlist']},PQ{p['pq_m']}x4fs",
-                                       ann.ivf_memory(args.n, 512), "forced", params={**p, "refine_factor": 8})
-            else:
-                choice = ann.AnnChoice("flat", args.n, 512, "Flat", args.n * 2048, "forced")
+            choice = _forced_choice(ann, args.kind, args.n)
         faiss.omp_set_num_threads(args.build_threads)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu_s()
         index = ann.VectorIndex(ann.build_index(x, choice, seed=args.seed), choice, x)
-        build_s = time.perf_counter() - t
+        build_s, build_cpu = time.perf_counter() - t, _cpu_s() - c
         faiss.omp_set_num_threads(1)
         t = time.perf_counter()
         tuned = index.tune(queries=args.queries, seed=args.seed)
@@ -105,16 +117,29 @@ def bench_vectors(args) -> dict:
             top[np.argsort(-s[top])]
             nts.append(time.perf_counter() - t0)
         np50, _ = _percentiles(nts)
+        # faiss' exact index (IndexFlatIP, one thread) over the same float32 rows.
+        flat = faiss.IndexFlatIP(512)
+        flat.add(xf)
+        fts = []
+        for i in range(min(50, len(rows))):
+            t0 = time.perf_counter()
+            flat.search(q[i:i + 1], 11)
+            fts.append(time.perf_counter() - t0)
+        fp50, _ = _percentiles(fts)
+        del flat, xf
         out = {
             "what": "vectors", "n": args.n, "kind": tuned.kind, "factory": tuned.factory, "search": tuned.search,
             "mean_pairwise_cosine": round(mean_pairwise_cosine(np.asarray(x[:20000], np.float32)), 3),
-            "gen_s": round(gen_s, 1), "build_s": round(build_s, 1), "tune_s": round(tune_s, 1),
+            "gen_s": round(gen_s, 1), "build_s": round(build_s, 1), "build_cpu_s": round(build_cpu, 1),
+            "tune_s": round(tune_s, 1),
             "build_threads": args.build_threads,
             "peak_rss_mib": round(_peak_mib(), 0), "rss_before_build_mib": round(base_rss, 0),
             "index_mib": round(_dir_size(path) / 2**20, 1), "vectors_f16_mib": round(_dir_size(vec_path) / 2**20, 1),
             "tuned_recall_at_10": tuned.recall_at_10, "heldout_recall_at_10": round(recall, 4),
             "p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
-            "naive_numpy_p50_ms": round(np50 * args.n / naive_n, 3), "naive_measured_on": naive_n,
+            "naive_numpy_p50_ms": round(np50 * args.n / naive_n, 3), "faiss_flat_p50_ms": round(fp50 * args.n / naive_n, 3),
+            "naive_measured_on": naive_n, "speedup_vs_numpy": round(np50 * args.n / naive_n / p50, 1),
+            "speedup_vs_faiss_flat": round(fp50 * args.n / naive_n / p50, 1),
             "load_average": load_average(),
         }
         return out
@@ -208,7 +233,7 @@ def write_forward_index(root: str, n: int, seed: int, clip_model: str, clip_weig
     for s, start in enumerate(range(0, n, step)):
         m = min(step, n - start)
         docs = [gen.doc() for _ in range(m)]
-        vec = clip_like_vectors(m, 512, seed=seed + start).astype(np.float16)
+        vec = clip_like_vectors(m, 512, seed=seed, start=start).astype(np.float16)
         cols = {"video_id": pa.array([f"v{start + i:09d}" for i in range(m)]),
                 "uri": pa.array([f"synthetic://{start + i}" for i in range(m)])}
         for f in FIELDS:
@@ -240,24 +265,41 @@ def bench_e2e(args) -> dict:
         with open(os.path.join(search, "index.json")) as f:
             info = json.load(f)
         t = time.perf_counter()
-        searcher = Searcher(search)
+        searcher = Searcher(search, threads=args.torch_threads)
         load_s = time.perf_counter() - t
         gen = TextGenerator(args.seed + 7)
         queries = [gen.query(3) for _ in range(args.queries)]
         t = time.perf_counter()
         searcher.search(queries[0], k=20)  # loads CLIP
         first_s = time.perf_counter() - t
-        ts, enc = [], []
-        encoder = searcher._query_encoder()
+        import torch
+
+        clip_encoder = searcher._query_encoder().load()
+        enc, enc_full, text_only, ts, cached = [], [], [], [], []
         for q in queries[1:]:
             t0 = time.perf_counter()
-            encoder.encode_text(q)
+            clip_encoder.encode_texts([q])  # the text tower alone, to the end token (no cache)
             enc.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            with torch.no_grad():  # what open_clip's encode_text costs: all 77 context positions
+                clip_encoder.model.encode_text(clip_encoder.tokenizer([q]), normalize=True)
+            enc_full.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            searcher.search(q, k=20, queues=["text"])
+            text_only.append(time.perf_counter() - t0)
+        for q in queries[1:]:  # first time each: the text tower runs
             t0 = time.perf_counter()
             searcher.search(q, k=20)
             ts.append(time.perf_counter() - t0)
+        for q in queries[1:]:  # again: the query vector comes from the encoder's LRU cache
+            t0 = time.perf_counter()
+            searcher.search(q, k=20)
+            cached.append(time.perf_counter() - t0)
         p50, p99 = _percentiles(ts)
+        c50, c99 = _percentiles(cached)
         e50, _ = _percentiles(enc)
+        f50, _ = _percentiles(enc_full)
+        b50, b99 = _percentiles(text_only)
         env = dict(os.environ, PYTHONPATH=os.getcwd())
         t = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "pipelines.cli", "search", search, "--query", queries[1], "--json"],
@@ -269,7 +311,11 @@ def bench_e2e(args) -> dict:
                 "vector_search": info["shards"][0]["vector"]["search"],
                 "recall_at_10": info["shards"][0]["vector"]["recall_at_10"],
                 "searcher_load_s": round(load_s, 2), "first_query_s": round(first_s, 2),
-                "warm_p50_ms": round(p50, 2), "warm_p99_ms": round(p99, 2), "text_encode_p50_ms": round(e50, 2),
+                "warm_p50_ms": round(p50, 2), "warm_p99_ms": round(p99, 2),
+                "warm_cached_p50_ms": round(c50, 2), "warm_cached_p99_ms": round(c99, 2),
+                "text_encode_p50_ms": round(e50, 2), "text_encode_77_tokens_p50_ms": round(f50, 2),
+                "text_queue_only_p50_ms": round(b50, 2), "text_queue_only_p99_ms": round(b99, 2),
+                "torch_threads": torch.get_num_threads(),
                 "cold_cli_s": round(cold_s, 2), "search_dir_mib": round(_dir_size(search) / 2**20, 1),
                 "peak_rss_mib": round(_peak_mib(), 0), "load_average": load_average()}
     finally:
@@ -280,13 +326,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["vectors", "text", "e2e"])
     parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--kind", choices=["flat", "hnsw", "ivfpq"], default=None, help="force a vector index type")
+    parser.add_argument("--kind", choices=["flat", "hnsw", "hnswpca", "ivfsq", "ivfpq"], default=None, help="force a vector index type")
     parser.add_argument("--max-memory-gib", type=float, default=4.0)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--build-threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--naive-max", type=int, default=200_000, help="numpy brute force measured on at most this many rows, scaled linearly")
+    parser.add_argument("--vectors-file", default=None,
+                        help="vectors: keep the generated float16 vectors in this file and reuse them when it "
+                             "already holds n rows of the same seed (generating 1M takes minutes)")
     parser.add_argument("--no-bm25s", action="store_true")
     parser.add_argument("--clip-model", default="ViT-B-32")
+    parser.add_argument("--torch-threads", type=int, default=0, help="e2e: torch threads of the query encoder (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     import faiss

@@ -22,11 +22,15 @@ def _spectrum(dim: int, alpha: float) -> np.ndarray:
 
 
 def clip_like_vectors(n: int, dim: int = 512, seed: int = 0, *, topics: int = 20000,
-                      batch: int = 100_000) -> np.ndarray:
+                      batch: int = 100_000, start: int = 0) -> np.ndarray:
     """float32 [n, dim], L2-normalised. Mean pairwise cosine about 0.4 (see `mean_pairwise_cosine`).
 
     x = mean direction + topic offset (topic drawn Zipf(1.1) over `topics`) + per-video offset,
-    both offsets with a power-law spectrum in a random rotation, then normalised."""
+    both offsets with a power-law spectrum in a random rotation, then normalised.
+
+    `seed` fixes the distribution (mean, rotation, topic centres); `start` the rows drawn from it:
+    rows [start, start + n) of one seed, generated in any chunking, are one data set. (Seeding
+    each chunk differently would give every chunk its own cone: well-separated clusters.)"""
     rng = np.random.default_rng(seed)
     rot, _ = np.linalg.qr(rng.standard_normal((dim, dim)).astype(np.float32))
     rot = rot.astype(np.float32)
@@ -36,16 +40,17 @@ def clip_like_vectors(n: int, dim: int = 512, seed: int = 0, *, topics: int = 20
     mean /= np.linalg.norm(mean)
     centres = (rng.standard_normal((topics, dim)).astype(np.float32) * scale) @ rot
     ranks = np.arange(1, topics + 1, dtype=np.float64)
-    p = ranks ** -1.1
-    p /= p.sum()
+    cdf = np.cumsum(ranks ** -1.1)
+    cdf /= cdf[-1]
     out = np.empty((n, dim), np.float32)
-    for start in range(0, n, batch):
-        m = min(batch, n - start)
-        topic = rng.choice(topics, size=m, p=p)
-        own = (rng.standard_normal((m, dim)).astype(np.float32) * scale) @ rot
+    for lo in range(0, n, batch):
+        m = min(batch, n - lo)
+        rows = np.random.default_rng([seed, start + lo])  # this chunk's own draws
+        topic = np.minimum(np.searchsorted(cdf, rows.random(m)), topics - 1)
+        own = (rows.standard_normal((m, dim)).astype(np.float32) * scale) @ rot
         x = 0.8 * mean + 0.7 * centres[topic] + 0.75 * own
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        out[start:start + m] = x
+        out[lo:lo + m] = x
     return out
 
 

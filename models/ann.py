@@ -8,14 +8,23 @@ answers `search(queries [B, D], k) -> (scores [B, k], rows [B, k])` with rows in
 Which type (`plan_index`), for a budget of `max_memory` bytes of RAM at search time:
   * `flat` (exact, `IndexFlatIP`) up to `FLAT_MAX` vectors: below that a full scan of 512-d
     vectors takes under a millisecond and nothing approximate is worth its recall loss;
-  * `hnsw` (`IndexHNSWFlat`, M = 32, efConstruction = 80) while its vectors and graph fit the budget;
+  * `hnsw` (`IndexHNSWFlat`, M = 32, efConstruction = 80) while its vectors and graph fit the budget
+    and the count is at most `HNSW_MAX`: building the graph costs ~ N log N distance computations
+    in D dimensions, and at 200k 512-d vectors it already took 494 s on the 2-core machine
+    (bench/README.md, "Search"), so beyond that count the build, not memory, rules it out;
+  * `hnswpca` beyond `HNSW_MAX` (or when the full-dimension graph does not fit): the same graph
+    over the vectors' first `PCA_DIM` principal components (L2 in that space, which for unit
+    vectors ranks like the cosine; PCA is trained on a seeded sample), a quarter of the distance
+    work at 512-d to build and to search, whose candidates are re-ranked exactly on the float16
+    vectors (memory-mapped). The PCA keeps the strong directions of a narrow cone; what it
+    drops only reorders near neighbours, which the re-ranking restores;
   * `ivfsq` beyond: an inverted file over k-means cells (nlist ~ 4 sqrt(N), a power of two) with
     8-bit scalar codes (D bytes a vector), whose candidates are re-ranked exactly on the float16
     vectors, memory-mapped from the shard's file (only the re-ranked rows are read);
   * `ivfpq` when even those do not fit: 4-bit fast-scan product-quantisation codes (D/8 bytes a
     vector), re-ranked the same way. On CLIP-like vectors (a narrow cone) these codes lose recall
     that re-ranking does not win back (bench/README.md, "Search"): the measured recall is recorded.
-The search parameters (`efSearch`, or `nprobe` with the re-ranking depth) are tuned at build time
+The search parameters (`efSearch`, or `nprobe`, with the re-ranking depth where there is one) are tuned at build time
 (`tune`): a seeded sample of the index's own vectors queries it, each against its exact top 10
 *other* vectors (a vector's own row is left out, as `--like` does); of the settings reaching
 `target_recall` the fastest is kept, with its measured recall@10 and latency.
@@ -34,13 +43,19 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 FLAT_MAX = 10_000
+HNSW_MAX = 250_000  # full-dimension HNSW above this count: the build is too slow (module doc)
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
+PCA_DIM = 128
+PCA_EF_CONSTRUCTION = 40
+PCA_TRAIN = 100_000
 EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 NPROBE_GRID = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
 REFINE_FACTOR = 8  # ivfpq: candidates re-ranked exactly = k x this (tuned over REFINE_GRID)
 REFINE_GRID = (4, 8, 16, 32, 64)
 IVF_KINDS = ("ivfsq", "ivfpq")
+RERANKED = ("hnswpca",) + IVF_KINDS  # candidates re-ranked exactly on the float16 vectors
+PCA_REFINE_GRID = (2, 5, 10, 20)
 TRAIN_POINTS_PER_CELL = 32  # ivfpq k-means sample; faiss warns below 39 but recall is tuned anyway
 _CHUNK = 65536
 
@@ -51,7 +66,7 @@ class AnnError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class AnnChoice:
-    kind: str  # "flat" | "hnsw" | "ivfsq" | "ivfpq"
+    kind: str  # "flat" | "hnsw" | "hnswpca" | "ivfsq" | "ivfpq"
     count: int
     dim: int
     factory: str  # the faiss index_factory string
@@ -83,6 +98,10 @@ def hnsw_memory(n: int, dim: int, m: int = HNSW_M) -> int:
     return int(n * (dim * 4 + 2 * m * 4 * 1.07 + 16))
 
 
+def hnswpca_memory(n: int, dim: int, m: int = HNSW_M, pca_dim: int = PCA_DIM) -> int:
+    return hnsw_memory(n, pca_dim, m) + dim * pca_dim * 4
+
+
 def ivf_params(n: int, dim: int) -> dict:
     nlist = 2 ** max(4, min(16, int(round(math.log2(4 * math.sqrt(max(n, 1)))))))
     m = dim // 8 if dim % 8 == 0 else dim // 4 if dim % 4 == 0 else dim // 2
@@ -104,16 +123,26 @@ def plan_index(n: int, dim: int, max_memory: int) -> AnnChoice:
         return AnnChoice("flat", n, dim, "Flat", flat,
                          f"{n} vectors <= {FLAT_MAX}: exact search costs under a millisecond")
     hnsw = hnsw_memory(n, dim)
-    if hnsw <= max_memory:
+    budget = f"{max_memory / 2**30:.2f} GiB budget"
+    if hnsw <= max_memory and n <= HNSW_MAX:
         return AnnChoice("hnsw", n, dim, f"HNSW{HNSW_M},Flat", hnsw,
                          f"{n} vectors > {FLAT_MAX}; HNSW{HNSW_M} needs ~{hnsw / 2**30:.2f} GiB "
-                         f"<= the {max_memory / 2**30:.2f} GiB budget",
+                         f"<= the {budget}",
                          params={"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION})
+    why_not = (f"{n} vectors > {HNSW_MAX}: a {dim}-d HNSW graph takes too long to build"
+               if hnsw <= max_memory else f"HNSW{HNSW_M} would need ~{hnsw / 2**30:.2f} GiB > the {budget}")
+    pca = hnswpca_memory(n, dim)
+    if dim > PCA_DIM and pca <= max_memory:
+        return AnnChoice("hnswpca", n, dim, f"PCA{PCA_DIM},HNSW{HNSW_M},Flat", pca,
+                         f"{why_not}; HNSW{HNSW_M} over {PCA_DIM} principal components ~{pca / 2**30:.2f} GiB, "
+                         f"re-ranked on the float16 vectors",
+                         params={"M": HNSW_M, "efConstruction": PCA_EF_CONSTRUCTION, "pca_dim": PCA_DIM,
+                                 "refine_factor": 5})
     p = ivf_params(n, dim)
     sq8 = n * (dim + 8) + p["nlist"] * dim * 4
     if sq8 <= max_memory:
         return AnnChoice("ivfsq", n, dim, f"IVF{p['nlist']},SQ8", sq8,
-                         f"HNSW{HNSW_M} would need ~{hnsw / 2**30:.2f} GiB > the {max_memory / 2**30:.2f} GiB budget; "
+                         f"{why_not}, and over {PCA_DIM} components ~{pca / 2**30:.2f} GiB; "
                          f"IVF with 8-bit scalar codes ~{sq8 / 2**30:.2f} GiB, re-ranked on the float16 vectors",
                          params={"nlist": p["nlist"], "refine_factor": REFINE_FACTOR})
     ivf = ivf_memory(n, dim)
@@ -123,8 +152,7 @@ def plan_index(n: int, dim: int, max_memory: int) -> AnnChoice:
             f"{max_memory / 2**30:.2f} GiB budget (--max-index-memory); raise it or build more shards (--shards)")
     factory = f"IVF{p['nlist']},PQ{p['pq_m']}x{p['pq_bits']}fs"
     return AnnChoice("ivfpq", n, dim, factory, ivf,
-                     f"HNSW{HNSW_M} would need ~{hnsw / 2**30:.2f} GiB > the {max_memory / 2**30:.2f} GiB budget; "
-                     f"IVF-PQ codes ~{ivf / 2**30:.2f} GiB, re-ranked on the float16 vectors (memory-mapped)",
+                     f"{why_not}; 8-bit codes ~{sq8 / 2**30:.2f} GiB do not fit either; IVF-PQ codes ~{ivf / 2**30:.2f} GiB, re-ranked on the float16 vectors (memory-mapped)",
                      params={**p, "refine_factor": REFINE_FACTOR})
 
 
@@ -142,6 +170,13 @@ def build_index(vectors: np.ndarray, choice: AnnChoice, *, seed: int = 0):
     elif choice.kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, choice.params["M"], faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = choice.params["efConstruction"]
+    elif choice.kind == "hnswpca":
+        rng = np.random.default_rng(seed)
+        pca = faiss.PCAMatrix(dim, choice.params["pca_dim"])
+        pca.train(_as_f32(vectors[np.sort(rng.choice(n, size=min(n, PCA_TRAIN), replace=False))]))
+        graph = faiss.IndexHNSWFlat(choice.params["pca_dim"], choice.params["M"], faiss.METRIC_L2)
+        graph.hnsw.efConstruction = choice.params["efConstruction"]
+        index = faiss.IndexPreTransform(pca, graph)
     elif choice.kind in IVF_KINDS:
         index = faiss.index_factory(dim, choice.factory, faiss.METRIC_INNER_PRODUCT)
         nlist = choice.params["nlist"]
@@ -203,6 +238,9 @@ class VectorIndex:
         kind = self.choice.kind
         if kind == "hnsw":
             return faiss.SearchParametersHNSW(efSearch=int(setting.get("efSearch", 64)))
+        if kind == "hnswpca":
+            return faiss.SearchParametersPreTransform(
+                index_params=faiss.SearchParametersHNSW(efSearch=int(setting.get("efSearch", 64))))
         if kind in IVF_KINDS:
             return faiss.SearchParametersIVF(nprobe=int(setting.get("nprobe", 16)))
         return None
@@ -215,7 +253,7 @@ class VectorIndex:
         want = min(want, self.choice.count)
         setting = self.choice.search if setting is None else setting
         params = self._params(setting)
-        if self.choice.kind in IVF_KINDS:
+        if self.choice.kind in RERANKED:
             fetch = min(self.choice.count, want * int(setting.get("refine_factor", REFINE_FACTOR)))
             _, cand = self.index.search(q, fetch, params=params)
             scores, rows = self._rerank(q, cand, want)
@@ -263,6 +301,8 @@ class VectorIndex:
         q = _as_f32(self.vectors[rows])
         if self.choice.kind == "hnsw":
             plans = [[{"efSearch": ef} for ef in EF_GRID]]
+        elif self.choice.kind == "hnswpca":
+            plans = [[{"efSearch": ef, "refine_factor": rf} for ef in EF_GRID if ef >= k * rf] for rf in PCA_REFINE_GRID]
         else:
             nprobes = [p for p in NPROBE_GRID if p <= self.choice.params["nlist"]]
             plans = [[{"nprobe": p, "refine_factor": rf} for p in nprobes] for rf in REFINE_GRID]
@@ -307,7 +347,7 @@ class VectorIndex:
     @classmethod
     def load(cls, path: str, choice: AnnChoice, vectors: np.ndarray, *, mmap: bool = True) -> "VectorIndex":
         faiss = _faiss()
-        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap and choice.kind != "hnsw" else 0
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap and choice.kind not in ("hnsw", "hnswpca") else 0
         return cls(faiss.read_index(path, flags), choice, vectors)
 
 

@@ -267,6 +267,7 @@ class ClipEncoder:
         self.preprocess = None
         self.tokenizer = None
         self._tower_with_tokens = None
+        self.causal_text = False
         self.device = "cpu"
         self.weights_id = weights_id(config) if not config.is_file else None
 
@@ -316,6 +317,7 @@ class ClipEncoder:
             tower.output_tokens = True
             self._tower_with_tokens = tower
         self.model = model
+        self.causal_text = self._text_is_causal()  # set before any thread sees the encoder
         logger.info(
             "loaded CLIP %s from %s on %s in %.1fs (torch %s, %d threads)",
             cfg.model_name, source, self.device, time.perf_counter() - started,
@@ -389,8 +391,49 @@ class ClipEncoder:
             return np.zeros((0, self.dim), np.float32)
         tokens = self.tokenizer(texts).to(self.device)
         with torch.no_grad():
-            out = self.model.encode_text(tokens, normalize=True)
+            if self.causal_text:
+                out = self._encode_text_to_end(tokens)
+            else:
+                out = self.model.encode_text(tokens, normalize=True)
         return out.float().cpu().numpy()
+
+    def _text_is_causal(self) -> bool:
+        """True when the text tower is open_clip's CLIP text transformer with a causal mask, learned
+        absolute positions and the end-of-text token pooled: then a token only sees the tokens
+        before it, so the pooled vector does not depend on the padding after the end token, and
+        `_encode_text_to_end` may stop the sequence there (exact; tested against encode_text)."""
+        import torch
+        from open_clip.model import CLIP
+
+        m = self.model
+        if type(m) is not CLIP or getattr(m, "text_pool_type", None) not in ("argmax", "eos"):
+            return False
+        mask = getattr(m, "attn_mask", None)
+        if mask is None or mask.dim() != 2:
+            return False
+        causal = torch.full(mask.shape, float("-inf")).triu_(1)
+        return bool(torch.equal(mask.float().cpu(), causal))
+
+    def _encode_text_to_end(self, tokens):
+        """`model.encode_text(tokens, normalize=True)` over the tokens up to the last end-of-text
+        token of the batch: a short query costs its own length, not the 77-token context."""
+        import torch
+        from open_clip.transformer import text_global_pool
+
+        m = self.model
+        if m.text_pool_type == "argmax":
+            ends = tokens.argmax(dim=-1)
+        else:
+            ends = (tokens == m.text_eos_id).int().argmax(dim=-1)
+        n = int(ends.max()) + 1
+        tokens = tokens[:, :n]
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:n].to(cast)
+        x = m.transformer(x, attn_mask=m.attn_mask[:n, :n])
+        x = m.ln_final(x)
+        x = text_global_pool(x, tokens, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
+        x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
+        return torch.nn.functional.normalize(x, dim=-1)
 
 
 def export_checkpoint(model_name: str, source: str, output: str) -> str:

@@ -15,11 +15,14 @@ A mismatch raises `QueryEncoderMismatch` with both ids: vectors of other weights
 space, and their neighbours would be noise.
 
 Thread safety: the model loads once, under a lock, on first use; encoding is no-grad and reads
-the model only, so one encoder serves many threads.
+the model only, so one encoder serves many threads. Recent text queries' vectors are kept in a
+small LRU cache (`cache_size`, default 1024 texts, 2 KiB each for 512-d) behind its own lock: a
+repeated query (paging, a popular search) skips the text tower.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 
@@ -62,12 +65,16 @@ class QueryEncoder:
     loads on the first encode (or `load()`)."""
 
     def __init__(self, index_model: str, index_weights: str, pretrained: str | None = None, *,
-                 device: str = "cpu", threads: int = 0):
+                 device: str = "cpu", threads: int = 0, cache_size: int = 1024):
         base = resolve_weights(index_model, index_weights, pretrained)
         self.config = clip.ClipConfig(base.model_name, base.pretrained, device=device, threads=threads)
         self.index_weights = index_weights
         self._encoder: clip.ClipEncoder | None = None
         self._lock = threading.Lock()
+        self._cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+        self._cache_size = max(0, int(cache_size))
+        self._cache_lock = threading.Lock()
+        self._hits = 0
 
     def load(self) -> clip.ClipEncoder:
         if self._encoder is None:
@@ -86,7 +93,26 @@ class QueryEncoder:
         return clip.embed_dim(self.config.model_name)
 
     def encode_text(self, text: str) -> np.ndarray:
-        return self.load().encode_texts([text])[0]
+        """The text's vector; a text seen among the last `cache_size` is not encoded again."""
+        if self._cache_size:
+            with self._cache_lock:
+                vec = self._cache.get(text)
+                if vec is not None:
+                    self._cache.move_to_end(text)
+                    self._hits += 1
+                    return vec.copy()
+        vec = self.load().encode_texts([text])[0]
+        if self._cache_size:
+            with self._cache_lock:
+                self._cache[text] = vec.copy()
+                self._cache.move_to_end(text)
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return vec
+
+    def cache_info(self) -> dict:
+        with self._cache_lock:
+            return {"size": len(self._cache), "max_size": self._cache_size, "hits": self._hits}
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         return self.load().encode_texts(list(texts))

@@ -70,7 +70,13 @@ def _cone(n, dim=64, seed=0):
 def test_plan_follows_count_and_budget():
     assert ann.plan_index(5000, 512, 4 << 30).kind == "flat"
     assert ann.plan_index(200_000, 512, 4 << 30).kind == "hnsw"
-    assert ann.plan_index(200_000, 512, 200 << 20).factory == "IVF2048,SQ8"
+    # Past HNSW_MAX the full-dimension graph is too slow to build, whatever the memory: PCA + HNSW.
+    big = ann.plan_index(1_000_000, 512, 4 << 30)
+    assert big.kind == "hnswpca" and big.factory == "PCA128,HNSW32,Flat" and "build" in big.reason
+    assert ann.plan_index(ann.HNSW_MAX + 1, 512, 64 << 30).kind == "hnswpca"
+    # A full graph over the budget: the PCA graph when it fits, then 8-bit IVF codes, then PQ.
+    assert ann.plan_index(200_000, 512, 200 << 20).kind == "hnswpca"
+    assert ann.plan_index(200_000, 512, 120 << 20).factory == "IVF2048,SQ8"
     big = ann.plan_index(200_000, 512, 50 << 20)
     assert big.kind == "ivfpq" and big.params["pq_m"] == 64 and big.factory.startswith("IVF2048,PQ64")
     with pytest.raises(ann.AnnError, match="budget"):
@@ -79,13 +85,16 @@ def test_plan_follows_count_and_budget():
         ann.plan_index(0, 512, 1 << 30)
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfsq", "ivfpq"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "hnswpca", "ivfsq", "ivfpq"])
 def test_vector_index_reaches_its_recall_and_leaves_out_the_query(kind, tmp_path):
     x = _cone(3000).astype(np.float16)
     if kind == "flat":
         choice = ann.plan_index(len(x), x.shape[1], 1 << 30)
     elif kind == "hnsw":
         choice = ann.AnnChoice("hnsw", len(x), x.shape[1], "HNSW32,Flat", 0, "test", params={"M": 16, "efConstruction": 40})
+    elif kind == "hnswpca":
+        choice = ann.AnnChoice("hnswpca", len(x), x.shape[1], "PCA16,HNSW32,Flat", 0, "test",
+                               params={"M": 16, "efConstruction": 40, "pca_dim": 16})
     elif kind == "ivfsq":
         choice = ann.AnnChoice("ivfsq", len(x), x.shape[1], "IVF64,SQ8", 0, "test", params={"nlist": 64})
     else:
@@ -202,6 +211,44 @@ def test_query_encoder_encodes_like_the_extractor(tiny_checkpoint):
     vec, patches = enc.encode_image_and_patches(img)
     np.testing.assert_allclose(vec, ref.encode_images([img])[0], atol=1e-5)
     assert patches.shape == (16, ref.dim)
+
+
+def test_text_encoding_stops_at_the_end_token_and_equals_open_clip(tiny_checkpoint):
+    """The query path encodes only the tokens up to the end-of-text token (a causal tower cannot
+    see past it): it must equal open_clip's full 77-token encode_text, alone or in a batch of
+    different lengths, for a text longer than the context too."""
+    import torch
+
+    from models import clip
+
+    enc = clip.ClipEncoder(clip.ClipConfig("vmm-tiny-vit", tiny_checkpoint)).load()
+    assert enc.causal_text
+    texts = ["红色水壶 kettle", "a", "a man riding a horse along the beach at sunset " * 12, "Kettle 2024!"]
+    with torch.no_grad():
+        full = enc.model.encode_text(enc.tokenizer(texts), normalize=True).numpy()
+    np.testing.assert_allclose(enc.encode_texts(texts), full, atol=1e-6)
+    for text, ref in zip(texts, full):
+        np.testing.assert_allclose(enc.encode_texts([text])[0], ref, atol=1e-6)
+    assert np.abs(full[0] - full[1]).max() > 1e-3  # different texts, different vectors
+
+
+def test_query_encoder_caches_recent_text_vectors(tiny_checkpoint):
+    from models import clip
+    from models.query import QueryEncoder
+
+    recorded = clip.weights_id(clip.ClipConfig("vmm-tiny-vit", tiny_checkpoint))
+    enc = QueryEncoder("vmm-tiny-vit", recorded, tiny_checkpoint, cache_size=2)
+    a = enc.encode_text("a red kettle")
+    assert enc.encode_text("a red kettle") is not a  # a copy: a caller may change what it gets
+    np.testing.assert_array_equal(enc.encode_text("a red kettle"), a)
+    b, c = enc.encode_text("a blue kettle"), enc.encode_text("a green kettle")
+    assert enc.cache_info()["size"] == 2 and enc.cache_info()["hits"] == 2
+    assert not np.allclose(a, b) and not np.allclose(b, c)
+    np.testing.assert_allclose(enc.encode_text("a red kettle"), a, atol=0)  # evicted, encoded again
+    assert enc.cache_info()["hits"] == 2
+    off = QueryEncoder("vmm-tiny-vit", recorded, tiny_checkpoint, cache_size=0)
+    np.testing.assert_array_equal(off.encode_text("a red kettle"), a)
+    assert off.cache_info()["size"] == 0
 
 
 # ---- vmm index flags -------------------------------------------------------------------------
