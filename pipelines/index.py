@@ -53,7 +53,7 @@ DEFAULT_FIELDS = {"title": 2.0, "ocr_subtitle_text": 1.0, "ocr_scene_text": 0.7,
 OCR_DOMAIN_FIELD = {"subtitle": "ocr_subtitle_text", "scene": "ocr_scene_text", "overlay": "ocr_overlay_text"}
 VISUAL_WORDS = ("frame", "patch")
 TARGET_RECALL = 0.95
-PASSAGE_ROW_GROUP = 4096
+PASSAGE_ROW_GROUP = 512  # a snippet reads the group(s) of its row: small groups, little decoding
 _BATCH = 8192
 
 

@@ -25,6 +25,7 @@ model once per Searcher (models.query). A Searcher answers queries from several 
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import logging
@@ -100,16 +101,26 @@ class _Shard:
 
             self.visual = VisualWordIndex.load(os.path.join(folder, "visual.npz"))
         self._passages = pq.ParquetFile(os.path.join(folder, "passages.parquet"))
-        stats = [self._passages.metadata.row_group(i).column(0).statistics for i in range(self._passages.num_row_groups)]
-        self._groups = [(s.min, s.max) for s in stats if s is not None]
+        meta = self._passages.metadata
+        stats = [meta.row_group(i).column(0).statistics for i in range(meta.num_row_groups)]
+        if all(st is not None and st.has_min_max for st in stats):
+            self._group_lo = [st.min for st in stats]
+            self._group_hi = [st.max for st in stats]
+        else:  # no statistics: every group may hold any row
+            self._group_lo = [-1] * len(stats)
+            self._group_hi = [1 << 62] * len(stats)
 
     def passages(self, row: int) -> list[dict]:
+        """The passages of one row: the file is sorted by row, so the row groups whose [min, max]
+        holds it are found by bisection and only those are read (a few hundred rows each)."""
         out = []
-        for i, (lo, hi) in enumerate(self._groups):
-            if lo <= row <= hi:
+        i = bisect.bisect_left(self._group_hi, row)
+        while i < len(self._group_lo) and self._group_lo[i] <= row:
+            if row <= self._group_hi[i]:
                 t = self._passages.read_row_group(i)
                 rows = t.column("row").to_numpy()
                 out += t.filter(rows == row).to_pylist()
+            i += 1
         return out
 
 
