@@ -16,9 +16,13 @@ field in memory and must be rebuilt to add documents.
 
 from __future__ import annotations
 
+import math
 import os
 
-from models.text import analyze
+from models.text import analyze, query_terms
+
+K1 = 1.2  # tantivy's (and Lucene's) BM25 constants
+B = 0.75
 
 ROW = "row"
 _TOKENIZER = "vmm_terms"
@@ -99,7 +103,21 @@ class TextIndex:
 
     def query_terms(self, query: str) -> list[str]:
         """The distinct terms of a query, in order."""
-        return list(dict.fromkeys(analyze(query)))
+        return query_terms(query)
+
+    def field_scores(self, query: str, field: str) -> dict[int, float]:
+        """{row: BM25 score} of every video the query's terms reach in one field, unweighted:
+        what `vmm score`'s `bm25_<field>` reproduces from the forward index."""
+        terms = self.query_terms(query)
+        if not terms:
+            return {}
+        tantivy = _tantivy()
+        clauses = [(tantivy.Occur.Should, tantivy.Query.term_query(self.schema, field, t)) for t in terms]
+        searcher = self.searcher
+        hits = searcher.search(tantivy.Query.boolean_query(clauses), limit=max(1, searcher.num_docs),
+                               count=False).hits
+        rows = searcher.fast_field_values(ROW, [addr for _, addr in hits]) if hits else []
+        return {int(r): float(s) for (s, _), r in zip(hits, rows)}
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         """[(row, score)] of the k best videos, best first (ties: lower row)."""
@@ -120,3 +138,53 @@ class TextIndex:
         out = [(int(r), float(s)) for (s, _), r in zip(hits, rows)]
         out.sort(key=lambda rs: (-rs[1], rs[0]))
         return out
+
+
+# ---- BM25 without the index: the same scores from term counts --------------------------------
+#
+# `vmm score` computes one video's BM25 for a query in a Beam worker, from the field's term counts
+# and the whole index's statistics, and must give what tantivy gives for the same query and
+# field. Tantivy (like Lucene) stores a document's field length in one byte: lengths up to 39 are
+# exact, longer ones are rounded down onto a table of 4 significant bits (Lucene's SmallFloat
+# int4 encoding with 24 free values), and BM25 uses the rounded length.
+
+
+def _fieldnorm_table() -> tuple[int, ...]:
+    free = 24  # ids below this are lengths as they are
+    table = list(range(free))
+    for i in range(256 - free):
+        bits, shift = i & 0x07, (i >> 3) - 1
+        table.append(free + (bits if shift < 0 else (bits | 0x08) << shift))
+    return tuple(table)
+
+
+FIELDNORMS = _fieldnorm_table()
+
+
+def stored_length(length: int) -> int:
+    """A field length as tantivy stores it: the largest table value <= length."""
+    import bisect
+
+    return FIELDNORMS[bisect.bisect_right(FIELDNORMS, int(length)) - 1]
+
+
+def idf(doc_freq: int, num_docs: int) -> float:
+    return math.log(1.0 + (num_docs - doc_freq + 0.5) / (doc_freq + 0.5))
+
+
+def bm25(term_freqs: dict[str, int], length: int, doc_freqs: dict[str, int], num_docs: int,
+         total_tokens: int) -> float:
+    """BM25 of one document's field for a query: the sum over the query's distinct terms
+    (`term_freqs`: those terms' counts in the field, absent = 0) of
+    idf(df) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * stored_length / avg_length)),
+    avg_length = total_tokens / num_docs over the whole index (every document counts, with or
+    without text in the field)."""
+    if not num_docs:
+        return 0.0
+    avg = total_tokens / num_docs if total_tokens else 1.0
+    norm = K1 * (1.0 - B + B * stored_length(length) / avg)
+    score = 0.0
+    for term, tf in term_freqs.items():
+        if tf > 0:
+            score += idf(doc_freqs.get(term, 0), num_docs) * (1.0 + K1) * tf / (tf + norm)
+    return score

@@ -382,6 +382,37 @@ class ClipEncoder:
         patches = torch.nn.functional.normalize(patches, dim=-1)
         return pooled.float().cpu().numpy(), patches.float().cpu().numpy()
 
+    def has_text_tokens(self) -> bool:
+        """Whether `encode_texts_and_tokens` works: a text transformer whose every position can
+        be projected (open_clip's CLIP class; not the HF-text CustomTextCLIP)."""
+        self._require_loaded()
+        return all(hasattr(self.model, a) for a in ("token_embedding", "transformer", "ln_final", "text_projection"))
+
+    def encode_texts_and_tokens(self, texts: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Text embeddings [N, D] and, per text, its word tokens in the joint space [T_i, D], both
+        L2-normalised float32. The word tokens are the transformer's outputs between the start and
+        end markers after the final LayerNorm, projected like the pooled (end-marker) output, so
+        they live in the space of the patch tokens (FILIP-style late interaction). One forward pass.
+        """
+        import torch
+
+        if not self.has_text_tokens():
+            raise ValueError(f"{self.config.model_name}'s text tower has no per-token projection")
+        if not texts:
+            return np.zeros((0, self.dim), np.float32), []
+        model = self.model
+        tokens = self.tokenizer(texts).to(self.device)
+        with torch.no_grad():
+            cast = model.transformer.get_cast_dtype()
+            x = model.token_embedding(tokens).to(cast) + model.positional_embedding.to(cast)
+            x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
+            proj = model.text_projection
+            x = proj(x) if isinstance(proj, torch.nn.Module) else x @ proj
+            x = torch.nn.functional.normalize(x, dim=-1).float().cpu().numpy()
+        eot = tokens.argmax(dim=-1).cpu().numpy()  # the end marker has the highest id (as encode_text)
+        pooled = x[np.arange(len(texts)), eot]
+        return pooled, [x[i, 1:max(2, int(eot[i]))] for i in range(len(texts))]
+
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """L2-normalised text embeddings, float32 [N, D]."""
         import torch

@@ -117,6 +117,14 @@ class QueryEncoder:
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         return self.load().encode_texts(list(texts))
 
+    def encode_texts_and_tokens(self, texts: list[str]) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """(text vectors [N, D], per text its word-token vectors [T_i, D], or None when the text
+        tower has no per-token projection)."""
+        encoder = self.load()
+        if not encoder.has_text_tokens():
+            return encoder.encode_texts(list(texts)), None
+        return encoder.encode_texts_and_tokens(list(texts))
+
     def encode_image(self, image: np.ndarray) -> np.ndarray:
         return self.load().encode_images([image])[0]
 
@@ -138,3 +146,31 @@ def read_image(path: str) -> np.ndarray:
             return np.asarray(img.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise ValueError(f"cannot read image {path!r}: {e}") from e
+
+
+class QueryVectorTable:
+    """Query vectors given as data (`vmm score --query-vectors`): each query text's vector looked up
+    in a table made elsewhere (another query model, an image's embedding for a test of the visual
+    features). The same `encode_texts` as QueryEncoder; a text the table lacks is an error."""
+
+    def __init__(self, texts, vectors: np.ndarray, source: str = "table"):
+        vectors = np.asarray(vectors, np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(texts):
+            raise ValueError(f"{source}: expected one vector per query, got {len(texts)} queries and "
+                             f"vectors of shape {vectors.shape}")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        self.vectors = vectors / np.maximum(norms, 1e-12)
+        self.vectors.setflags(write=False)
+        self.rows = {t: i for i, t in enumerate(texts)}
+        self.source = source
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in texts if t not in self.rows]
+        if missing:
+            raise KeyError(f"{self.source} has no vector for query {missing[0]!r} ({len(missing)} of "
+                           f"{len(texts)} queries missing)")
+        return self.vectors[[self.rows[t] for t in texts]]

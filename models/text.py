@@ -55,3 +55,41 @@ def analyze(text: str | None) -> list[str]:
 
 def analyze_many(texts) -> list[list[str]]:
     return [analyze(t) for t in texts]
+
+
+def query_terms(text: str | None) -> list[str]:
+    """The distinct terms of a query, in order: what BM25 scores a query with (`vmm search` and
+    `vmm score` alike)."""
+    return list(dict.fromkeys(analyze(text)))
+
+
+def phrase_form(text: str | None) -> str:
+    """`text` reduced to its runs of letters/digits and of CJK ideographs, case-folded, one space
+    between runs: what exact-phrase matching compares ("Red  Kettle!" -> "red kettle")."""
+    if not text:
+        return ""
+    return " ".join(m.group(0).casefold() for m in _RUN.finditer(text))
+
+
+def _edge_is_word(ch: str) -> bool:
+    """A non-CJK letter or digit: a phrase edge there must fall on a word boundary."""
+    return ch.isalnum() and not re.match(f"[{_CJK}]", ch)
+
+
+def contains_phrase(text_form: str, phrase: str) -> bool:
+    """Whether `phrase` (a `phrase_form`) occurs in `text_form` (another): the query's words in
+    order with only spaces or punctuation between them. A Latin (non-CJK) word must match whole
+    ("cat" is not in "concatenate"); a Chinese edge may fall inside a longer run, since Chinese is
+    written without spaces ("红色水壶" is in "我的红色水壶很好")."""
+    if not phrase or not text_form:
+        return False
+    start = text_form.find(phrase)
+    check_left, check_right = _edge_is_word(phrase[0]), _edge_is_word(phrase[-1])
+    while start >= 0:
+        end = start + len(phrase)
+        left_ok = not check_left or start == 0 or text_form[start - 1] == " "
+        right_ok = not check_right or end == len(text_form) or text_form[end] == " "
+        if left_ok and right_ok:
+            return True
+        start = text_form.find(phrase, start + 1)
+    return False

@@ -10,6 +10,7 @@
     vmm search search/ --query TEXT [--query-tower tower/]
     vmm train-query-tower --index out/ --pairs clicks.parquet --output tower/
     vmm eval-query-tower --index out/ --pairs heldout.parquet [--query-tower tower/]
+    vmm score --pairs pairs.parquet --index out/ --output feats/ [--query-tower tower/]
 
 A command is one line of `COMMANDS` plus a module with `add_arguments(parser)` and
 `execute(args, options)`; `pipelines.options` gives every command the same --help, refusal of
@@ -41,6 +42,8 @@ COMMANDS = {c.name: c for c in (
             "train the CLIP text tower against an index's locked video vectors on query/title pairs", beam=False),
     Command("eval-query-tower", "pipelines.eval_query_tower",
             "held-out text->video recall of the base text tower and a trained query tower", beam=False),
+    Command("score", "pipelines.score",
+            "<query, video> pair log + index -> ranking features per pair (also: python -m pipelines.score)"),
 )}
 
 

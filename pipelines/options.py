@@ -152,6 +152,9 @@ class _OnceParser:
         return self
 
     def add_argument(self, *flags, **kwargs):
+        # The command's own parser enforces required flags; Beam's parses every command's flags at
+        # once and would demand another command's required flag.
+        kwargs.pop("required", None)
         taken = [self._parser._option_string_actions[f] for f in flags if f in self._parser._option_string_actions]
         if not taken:
             return self._parser.add_argument(*flags, **kwargs)

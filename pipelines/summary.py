@@ -37,7 +37,7 @@ def count_outputs(output: str) -> dict:
     return counts
 
 
-def _metrics(result) -> tuple[dict, dict]:
+def metrics_of(result) -> tuple[dict, dict]:
     counters: dict[str, int] = {}
     distributions: dict[str, dict] = {}
     try:
@@ -62,7 +62,7 @@ def _metrics(result) -> tuple[dict, dict]:
 def summarize(result, config, wall_time_s: float, new_files: list[str] = ()) -> dict:
     """`new_files`: what this run committed (pipelines.output.commit_run); the other counts are of
     the whole index, earlier runs included."""
-    counters, dists = _metrics(result)
+    counters, dists = metrics_of(result)
     counts = count_outputs(config.output)
     new = {table: 0 for table in fi.TABLES}
     for path in new_files:

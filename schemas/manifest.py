@@ -51,7 +51,7 @@ def passthrough_name(field: str) -> str:
     return f"manifest_{field}" if field in RESERVED_VIDEO_COLUMNS else field
 
 
-def _json_type(values: list[Any]) -> pa.DataType:
+def json_type(values: list[Any]) -> pa.DataType:
     present = [v for v in values if v is not None]
     if not present:
         return pa.string()
@@ -83,7 +83,7 @@ def infer_passthrough_schema(kind: str, header_or_rows: Any) -> pa.Schema:
         for name in names:
             if name in _OWN_FIELDS:
                 continue
-            fields.append(pa.field(passthrough_name(name), _json_type([r.get(name) for r in header_or_rows])))
+            fields.append(pa.field(passthrough_name(name), json_type([r.get(name) for r in header_or_rows])))
     elif kind == "csv":
         fields = [pa.field(passthrough_name(n), pa.string()) for n in header_or_rows if n not in _OWN_FIELDS]
     elif kind == "parquet":
@@ -116,7 +116,7 @@ def _as_tags(value: Any) -> tuple[str, ...] | None:
     raise TypeError(f"tags must be a list of strings or a '|'-separated string, got {type(value).__name__}")
 
 
-def _convert(value: Any, type_: pa.DataType) -> Any:
+def convert_value(value: Any, type_: pa.DataType) -> Any:
     """A manifest value as the column's type; TypeError/ValueError when it does not fit.
 
     Strict on purpose: pyarrow would truncate 2.5 into an int64 and split "drama" into characters
@@ -187,7 +187,7 @@ def record_to_request(
         if column not in wanted:
             continue  # a field first seen after the schema sample: not in the table's schema
         try:
-            extra.append((column, _convert(value, wanted[column])))
+            extra.append((column, convert_value(value, wanted[column])))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as e:
             extra.append((column, None))
             notes.append(StageError("manifest", "BadField", f"{name}: {value!r} is not {wanted[column]}: {e}"))
