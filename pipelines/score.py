@@ -63,15 +63,16 @@ QUERY_BUCKETS = 1024  # distinct queries are batched within these (stable) hash 
 
 @dataclasses.dataclass(frozen=True)
 class QuerySource:
-    """Where query vectors come from: the index's CLIP text tower (`clip`), or a table of
-    precomputed vectors (`table`, --query-vectors). `open_query_encoder` is the one place an
-    encoder is made."""
+    """Where query vectors come from: the index's CLIP text tower (`clip`), a query tower trained
+    against the index's vectors (`tower`, --query-tower), or a table of precomputed vectors
+    (`table`, --query-vectors). `open_query_encoder` is the one place an encoder is made."""
 
-    kind: str  # "clip" | "table"
+    kind: str  # "clip" | "tower" | "table"
     clip_model: str = ""
     index_weights: str = ""
     pretrained: str | None = None
     path: str | None = None
+    tower_weights: str = ""  # the tower's weights file sha256 (tower.json)
     device: str = "cpu"
     threads: int = 0
 
@@ -79,6 +80,8 @@ class QuerySource:
     def id(self) -> str:
         if self.kind == "table":
             return f"table:{self.path}"
+        if self.kind == "tower":
+            return f"tower:{self.path}:sha256:{self.tower_weights[:16]}"
         return f"clip:{self.clip_model}:{self.index_weights}"
 
 
@@ -92,10 +95,12 @@ def open_query_encoder(source: QuerySource):
         table = pq.read_table(localize(source.path), columns=["query", "vector"])
         vectors = np.asarray(table.column("vector").to_pylist(), np.float32)
         return QueryVectorTable(table.column("query").to_pylist(), vectors, source=source.path)
-    from models.query import QueryEncoder
+    from models.query_tower import text_encoder
+    from transforms.files import localize
 
-    return QueryEncoder(source.clip_model, source.index_weights, source.pretrained, device=source.device,
-                        threads=source.threads)
+    return text_encoder(source.clip_model, source.index_weights, pretrained=source.pretrained,
+                        query_tower=localize(source.path) if source.kind == "tower" else None,
+                        device=source.device, threads=source.threads)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,13 +168,26 @@ def build_config(args, run: RunConfig) -> ScoreConfig:
     if not index.files["videos"]:
         raise UsageError(f"{index.path} has no committed videos")
     meta = index.metadata
-    if args.query_vectors:
-        if args.clip_pretrained is not None:
-            raise UsageError("--query-vectors and --clip-pretrained exclude each other")
-        source = QuerySource("table", path=args.query_vectors)
-    else:
-        from models.query import QueryEncoderMismatch, resolve_weights
+    given = [f for f, v in (("--query-vectors", args.query_vectors), ("--query-tower", args.query_tower),
+                            ("--clip-pretrained", args.clip_pretrained)) if v is not None]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} exclude each other (each is where query vectors come from)")
+    from models.query import QueryEncoderMismatch, resolve_weights
 
+    if args.query_vectors:
+        source = QuerySource("table", path=args.query_vectors)
+    elif args.query_tower:
+        from models.query_tower import TowerError, check_tower, read_tower_info
+        from transforms.files import localize
+
+        try:
+            info = read_tower_info(localize(args.query_tower))
+            check_tower(info, index.clip_model, index.clip_weights, where=index.path)
+        except (TowerError, QueryEncoderMismatch, OSError) as e:  # TowerMismatch is a QueryEncoderMismatch
+            raise UsageError(str(e)) from e
+        source = QuerySource("tower", index.clip_model, index.clip_weights, path=args.query_tower,
+                             tower_weights=info.get("weights_sha256", ""), device=args.device, threads=run.threads)
+    else:
         try:
             resolve_weights(index.clip_model, index.clip_weights, args.clip_pretrained)
         except QueryEncoderMismatch as e:
@@ -211,7 +229,7 @@ def build_config(args, run: RunConfig) -> ScoreConfig:
         "vmm.codebook_id": meta.get("vmm.codebook_id", "") if route == "token" else "",
         "vmm.patch_codebook_id": meta.get("vmm.patch_codebook_id", "") if patch else "",
         "vmm.query_encoder": source.id,
-        "vmm.query_tower": "",
+        "vmm.query_tower": source.id if source.kind == "tower" else "",
         "vmm.text_analyzer": analyzer_id(),
         "vmm.frame_vectors": route or "none",
         "vmm.text_fields": ",".join(ranking.TEXT_FIELDS),
@@ -642,6 +660,9 @@ def add_arguments(parser) -> None:
     q.add_argument("--clip-pretrained", dest="clip_pretrained", default=None,
                    help="weights of the text tower: default the index's recorded tag (or none); for an index "
                         "extracted from a local checkpoint, its path (the file's id must match)")
+    q.add_argument("--query-tower", dest="query_tower", default=None,
+                   help="a query tower folder (vmm train-query-tower's --output) that encodes the queries instead of "
+                        "the CLIP text tower; refused unless trained against this index's model and weights")
     q.add_argument("--query-vectors", dest="query_vectors", default=None,
                    help="Parquet table (query string, vector list<float>) of precomputed query vectors, used "
                         "instead of a text tower; every query of the log must be in it")

@@ -107,7 +107,7 @@ def test_beam_options_and_runner_passthrough_are_accepted(sample, tmp_path):
 def test_every_command_refuses_unknown_flags_and_has_help(tmp_path):
     nearest = {"make-sample": ("--seeds", "--seed"), "report": ("--limt", "--limit"), "index": ("--shard", "--shards"),
                "search": ("--quer", "--query"), "train-query-tower": ("--epoch", "--epochs"),
-               "eval-query-tower": ("--query-towr", "--query-tower")}
+               "eval-query-tower": ("--query-towr", "--query-tower"), "score": ("--pair", "--pairs")}
     required = {"make-sample": ["--output", str(tmp_path)], "export-clip": ["--source", "x", "--output", str(tmp_path)],
                 "report": ["--input", str(tmp_path), "--output", str(tmp_path)],
                 "index": ["--input", str(tmp_path), "--output", str(tmp_path)], "search": ["--like", "v"]}

@@ -349,3 +349,47 @@ def test_100k_pairs_in_bounded_memory(indexed, tmp_path):
     assert peak < 3000
     counts = collections.Counter(pq.read_table(tmp_path / "f" / "pairs").column("missing").to_pylist())
     assert sum(counts.values()) == n and counts["video_not_in_index"] > 1000
+
+
+@slow
+def test_query_tower_encodes_the_queries(scored, indexed, log, tmp_path):
+    """--query-tower: the tower's vectors give qv_video (a tower with shifted weights, so they differ
+    from the CLIP text tower's); a tower of other weights is refused."""
+    import torch
+
+    from models import clip
+    from models import query_tower as qt
+    from schemas.index import IndexReader
+
+    config = clip.ClipConfig(TINY_MODEL, indexed["checkpoint"])
+    tower, _, weights = qt.load_base_tower(config)
+    with torch.no_grad():
+        torch.manual_seed(7)
+        for p in tower.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    qt.save_tower(str(tmp_path / "tower"), tower, {"clip_model": TINY_MODEL, "clip_weights": weights,
+                                                    "index": {"vectors_id": "sha256:x"}})
+    qt.save_tower(str(tmp_path / "other"), tower, {"clip_model": TINY_MODEL, "clip_weights": "none",
+                                                    "index": {"vectors_id": "sha256:x"}})
+    base = ["--pairs", log[1], "--index", indexed["index"], "--no-progress"]
+    assert score.run(base + ["--output", str(tmp_path / "o"), "--query-tower", str(tmp_path / "other")]) == 2
+    assert score.run(base + ["--output", str(tmp_path / "o"), "--query-tower", str(tmp_path / "tower"),
+                             "--clip-pretrained", indexed["checkpoint"]]) == 2
+    assert score.run(base + ["--output", str(tmp_path / "t"), "--query-tower", str(tmp_path / "tower")]) == 0
+    rows, clip_rows = _read(tmp_path / "t"), scored[0]
+    ids, vectors = IndexReader(indexed["index"]).embeddings()
+    vectors = ranking.normalize(vectors)
+    row_of = {v: i for i, v in enumerate(ids.column("video_id").to_pylist())}
+    encoder = qt.QueryTower(str(tmp_path / "tower"), TINY_MODEL, weights)
+    differ = 0
+    for r, c in zip(rows, clip_rows):
+        assert r["pair_index"] == c["pair_index"]
+        if r["missing"]:
+            continue
+        expected = float(encoder.encode_texts([r["query"]])[0] @ vectors[row_of[r["video_id"]]])
+        assert r["qv_video"] == pytest.approx(expected, abs=1e-5)
+        differ += abs(r["qv_video"] - c["qv_video"]) > 1e-3
+        assert r["qv_patch_max"] is None and r["bm25_title"] == c["bm25_title"]
+    assert differ > 10
+    meta = pq.read_schema(next((tmp_path / "t" / "pairs").glob("*.parquet"))).metadata
+    assert meta[b"vmm.query_tower"].startswith(b"tower:") and meta[b"vmm.query_encoder"].startswith(b"tower:")
