@@ -95,12 +95,16 @@ def open_query_encoder(source: QuerySource):
         table = pq.read_table(localize(source.path), columns=["query", "vector"])
         vectors = np.asarray(table.column("vector").to_pylist(), np.float32)
         return QueryVectorTable(table.column("query").to_pylist(), vectors, source=source.path)
-    from models.query_tower import text_encoder
-    from transforms.files import localize
+    if source.kind == "tower":
+        from models.query_tower import QueryTower
+        from transforms.files import localize
 
-    return text_encoder(source.clip_model, source.index_weights, pretrained=source.pretrained,
-                        query_tower=localize(source.path) if source.kind == "tower" else None,
-                        device=source.device, threads=source.threads)
+        return QueryTower(localize(source.path), source.clip_model, source.index_weights, device=source.device,
+                          threads=source.threads)
+    from models.query import QueryEncoder
+
+    return QueryEncoder(source.clip_model, source.index_weights, source.pretrained, device=source.device,
+                        threads=source.threads)
 
 
 @dataclasses.dataclass(frozen=True)
