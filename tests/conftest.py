@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -119,3 +124,26 @@ def copy_media(tmp_path):
         return str(dst)
 
     return _copy
+
+
+@contextlib.contextmanager
+def local_job_service():
+    """Beam's local job service (the portable runners' protocol) in a child process on a free port;
+    yields its endpoint, `localhost:PORT`, once it accepts connections; killed on exit."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    service = subprocess.Popen(
+        [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main", "--port", str(port)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("localhost", port)) == 0:
+                    break
+            time.sleep(0.5)
+        yield f"localhost:{port}"
+    finally:
+        service.kill()
+        service.wait()

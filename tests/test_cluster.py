@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystems import FileSystems
 
-from tests.conftest import REPO, TINY_MODEL, import_or_missing
+from tests.conftest import REPO, TINY_MODEL, import_or_missing, local_job_service
 from tests.test_pipeline import read, run_extract
 
 TABLES = ("videos", "frames", "asr_segments", "errors")
@@ -35,12 +33,6 @@ def _rows(output: str, table: str, drop=()) -> list[dict]:
         for column in drop:
             r.pop(column, None)
     return sorted(rows, key=lambda r: tuple(r[k] for k in KEYS[table]))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -63,28 +55,14 @@ def direct_run(small_manifest, tiny_checkpoint, tmp_path_factory):
 
 @pytest.mark.slow
 def test_portable_runner_against_a_job_service_gives_the_same_rows(small_manifest, tiny_checkpoint, direct_run, tmp_path):
-    port = _free_port()
-    service = subprocess.Popen(
-        [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main", "--port", str(port)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("localhost", port)) == 0:
-                    break
-            time.sleep(0.5)
+    with local_job_service() as endpoint:
         out = tmp_path / "portable"
         cmd = [sys.executable, "-m", "pipelines.extract", "--input", small_manifest, "--output", str(out),
                "--clip-model", TINY_MODEL, "--clip-pretrained", tiny_checkpoint, "--no-progress",
-               "--runner", "PortableRunner", "--job_endpoint", f"localhost:{port}", "--environment_type", "LOOPBACK"]
+               "--runner", "PortableRunner", "--job_endpoint", endpoint, "--environment_type", "LOOPBACK"]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "accounting OK" in proc.stdout
-    finally:
-        service.kill()
-        service.wait()
     for table in TABLES:
         assert _rows(str(out), table) == _rows(direct_run, table), table
     assert len(_rows(str(out), "videos")) == 2 and _rows(str(out), "asr_segments")

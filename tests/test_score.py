@@ -8,10 +8,8 @@ from __future__ import annotations
 import collections
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +25,7 @@ from pipelines import score
 from pipelines import train_codebook
 from schemas import pairs as pairs_schema
 from schemas.index import IndexReader, frame_tokens
-from tests.conftest import REPO, TINY_MODEL
+from tests.conftest import REPO, TINY_MODEL, local_job_service
 from tests.test_pipeline import run_extract
 
 slow = pytest.mark.slow
@@ -297,29 +295,16 @@ def test_refusals(indexed, log, tmp_path):
 @slow
 def test_portable_runner_gives_the_same_rows(scored, indexed, log, tmp_path):
     rows, _ = scored
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
-    service = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-                                "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("localhost", port)) == 0:
-                    break
-            time.sleep(0.5)
+    with local_job_service() as endpoint:
         out = tmp_path / "portable"
         cmd = [sys.executable, "-m", "pipelines.score", "--pairs", log[1], "--index", indexed["index"],
-               "--output", str(out), "--clip-pretrained", indexed["checkpoint"], "--codebook", indexed["codebook"], "--patch-codebook", indexed["patch_codebook"],
-               "--no-progress", "--runner", "PortableRunner", "--job_endpoint", f"localhost:{port}",
+               "--output", str(out), "--clip-pretrained", indexed["checkpoint"], "--codebook", indexed["codebook"],
+               "--patch-codebook", indexed["patch_codebook"],
+               "--no-progress", "--runner", "PortableRunner", "--job_endpoint", endpoint,
                "--environment_type", "LOOPBACK"]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "accounting OK" in proc.stdout
-    finally:
-        service.kill()
-        service.wait()
     assert _read(out) == rows
 
 
