@@ -47,6 +47,8 @@ def import_or_missing(module: str, reason: str | None = None):
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: whole-pipeline or real-media tests (run in CI too)")
     config.addinivalue_line("markers", "readers: the index read by Spark, ClickHouse, DuckDB, Polars, pandas (run in CI too)")
+    config.addinivalue_line("markers", "flink: vmm on a Flink session cluster of its own processes (run in CI too)")
+    config.addinivalue_line("markers", "spark: vmm on a Spark standalone cluster of its own processes (run in CI too)")
 
 
 def media_videos() -> list:

