@@ -166,3 +166,146 @@ def test_flink_extract_equals_direct_runner(flink, inputs, direct, tmp_path):
     assert jobs, _flink_jobs(flink)
     vertices = _flink_get(flink, f"/jobs/{jobs[-1]['jid']}")["vertices"]
     assert max(v["parallelism"] for v in vertices) == PARALLELISM
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    _require_engines()
+    cluster = Cluster("spark", tmp_path_factory.mktemp("spark"))
+    try:
+        master, cluster.ui = processes.spark_master(cluster.procs)
+        processes.spark_worker(cluster.procs, master, cores=PARALLELISM, memory="1g")
+        cluster.job_port = processes.spark_job_server(cluster.procs, master, executor_memory="512m")
+        cluster.pool = processes.worker_pool(cluster.procs)
+        yield cluster
+    finally:
+        cluster.procs.stop()
+
+
+def _executors(cluster) -> list[int]:
+    """The Spark executor JVMs the worker started (its children)."""
+    worker = cluster.procs.procs["spark-worker"].pid
+    return [pid for pid in processes.children(worker) if "CoarseGrainedExecutorBackend" in processes.cmdline(pid)]
+
+
+@pytest.mark.spark
+def test_spark_extract_equals_direct_runner(spark, inputs, direct, tmp_path):
+    out = tmp_path / "spark"
+    proc = vmm("extract", *extract_argv(inputs, out), *spark.runner_argv())
+    assert proc.returncode == 0, proc.stderr[-4000:] + spark.logs()
+    assert "accounting OK" in proc.stdout
+    assert_same_tables(str(out), direct)
+    # It ran on the standalone cluster: an application with an executor on the worker.
+    apps = list((spark.workdir / "spark-work").glob("app-*"))
+    assert apps, "no Spark application ran on the worker"
+
+
+def _run_in_background(argv: list[str], workdir: Path) -> tuple[subprocess.Popen, Path]:
+    log = workdir / f"vmm-{time.monotonic_ns()}.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *argv], cwd=REPO, stdout=f,
+                                stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def _sdk_workers_started(cluster) -> int:
+    return processes.tail(cluster.workdir / "worker-pool.out", 10**7).count("Starting worker with command")
+
+
+def _wait(condition, what: str, run: subprocess.Popen, log: Path, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert run.poll() is None, f"vmm ended before {what}:\n{processes.tail(log)}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout_s:.0f} s"
+        time.sleep(0.5)
+
+
+@pytest.mark.flink
+def test_flink_taskmanager_killed_mid_run(flink, inputs, direct, tmp_path):
+    """The TaskManager running the job is killed (SIGKILL, by PID) while its SDK workers decode; a new
+    one registers (as a supervisor would start it); Flink restarts the job's failed region and the
+    tables are the DirectRunner's rows, none twice."""
+    out = tmp_path / "flink-fault"
+    workers_before = _sdk_workers_started(flink)
+    jobs_before = {j["jid"] for j in _flink_jobs(flink)}
+    run, log = _run_in_background(["extract", *extract_argv(inputs, out), *flink.runner_argv()], flink.workdir)
+    try:
+        _wait(lambda: _sdk_workers_started(flink) > workers_before, "SDK worker started", run, log)
+        time.sleep(5)  # the workers load models and decode
+        assert run.poll() is None, "the run ended before the kill: " + processes.tail(log)
+        flink.procs.kill("flink-taskmanager")
+        processes.flink_taskmanager(flink.procs, flink.conf, name="flink-taskmanager-2")
+        rc = run.wait(timeout=900)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert rc == 0, processes.tail(log, 4000) + flink.logs()
+    (job,) = [j for j in _flink_jobs(flink) if j["jid"] not in jobs_before]
+    assert job["state"] == "FINISHED"
+    history = _flink_get(flink, f"/jobs/{job['jid']}/exceptions")["exceptionHistory"]["entries"]
+    assert history, "the job saw no failure: the TaskManager was not killed mid-run"
+    assert_same_tables(str(out), direct)
+
+
+@pytest.mark.spark
+def test_spark_executor_killed_mid_run(spark, inputs, direct, tmp_path):
+    """The executor is killed (SIGKILL, by PID) while its SDK workers decode; the worker starts another,
+    Spark retries the lost tasks, and the tables are the DirectRunner's rows, none twice."""
+    out = tmp_path / "spark-fault"
+    workers_before = _sdk_workers_started(spark)
+    apps_before = set((spark.workdir / "spark-work").glob("app-*"))
+    run, log = _run_in_background(["extract", *extract_argv(inputs, out), *spark.runner_argv()], spark.workdir)
+    try:
+        _wait(lambda: _sdk_workers_started(spark) > workers_before and _executors(spark), "SDK worker started",
+              run, log)
+        time.sleep(5)
+        assert run.poll() is None, "the run ended before the kill: " + processes.tail(log)
+        killed = _executors(spark)
+        for pid in killed:
+            os.kill(pid, 9)
+        rc = run.wait(timeout=900)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert rc == 0, processes.tail(log, 4000) + spark.logs()
+    (app,) = set((spark.workdir / "spark-work").glob("app-*")) - apps_before
+    assert len(list(app.iterdir())) >= 2, "no executor replaced the killed one"
+    assert_same_tables(str(out), direct)
+
+
+def _search(index: Path, *query) -> list[dict]:
+    proc = vmm("search", str(index), *query, "--json", "--k", "5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def direct_index(direct, tmp_path_factory):
+    out = tmp_path_factory.mktemp("direct-index") / "search"
+    proc = vmm("index", "--input", direct, "--output", str(out), "--shards", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _index_on(cluster, direct, direct_index, tmp_path) -> None:
+    out = tmp_path / "search"
+    proc = vmm("index", "--input", direct, "--output", str(out), "--shards", "2", *cluster.runner_argv())
+    assert proc.returncode == 0, proc.stderr[-4000:] + cluster.logs()
+    for query in (("--query", "speech"), ("--like", "real-0")):
+        hits = _search(out, *query)
+        assert hits and hits == _search(direct_index, *query), query
+    for shard in (0, 1):
+        built = json.loads((out / f"shard-{shard:05d}" / "shard.json").read_text())
+        local = json.loads((direct_index / f"shard-{shard:05d}" / "shard.json").read_text())
+        built.pop("built_seconds", None), local.pop("built_seconds", None)
+        assert built == local
+
+
+@pytest.mark.flink
+def test_flink_index_equals_direct_runner(flink, direct, direct_index, tmp_path):
+    _index_on(flink, direct, direct_index, tmp_path)
+
+
+@pytest.mark.spark
+def test_spark_index_equals_direct_runner(spark, direct, direct_index, tmp_path):
+    _index_on(spark, direct, direct_index, tmp_path)

@@ -52,10 +52,14 @@ def _job_server_dir(engine: str) -> Path:
 
 
 def job_server_classpath(engine: str) -> str:
-    """The job server's classpath. Spark's: Spark's own jars first (the runner module leaves Spark
-    'provided', and Spark's Jackson must win over the one Beam depends on)."""
-    beam = os.path.join(_job_server_dir(engine), "lib", "*")
-    return os.pathsep.join([os.path.join(spark_home(), "jars", "*"), beam] if engine == "spark" else [beam])
+    """The job server's classpath. Spark's: Beam's jars, then Spark's own (the runner module leaves
+    Spark 'provided'); Beam's first so that its Guava wins over Spark's 14.0 -- but not its older
+    SLF4J API, which would leave Spark's logging unbound. Spark's executors get the same classpath."""
+    lib = _job_server_dir(engine) / "lib"
+    if engine != "spark":
+        return os.path.join(lib, "*")
+    beam = [str(jar) for jar in sorted(lib.glob("*.jar")) if not jar.name.startswith("slf4j-api-")]
+    return os.pathsep.join([*beam, os.path.join(spark_home(), "jars", "*")])
 
 
 def _sha256(path: Path) -> str:
@@ -121,6 +125,8 @@ def _unpack(engine: str, folder: str, target: Path) -> None:
                     shutil.copyfileobj(src, dst)
     if not any(out.iterdir()):
         raise SystemExit(f"fetch: no jars under deps/{folder} in {archive}")
+    if engine == "spark":  # Spark's launcher finds jars/ beside a RELEASE file (a distribution's layout)
+        (staging / "RELEASE").write_text(f"Spark {versions.SPARK} (jars from {archive.name})\n")
     (staging / DONE).write_text(archive.name + "\n")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)

@@ -150,12 +150,12 @@ def worker_pool(procs: Processes, name: str = "worker-pool") -> str:
     return f"localhost:{port}"
 
 
-def job_server(procs: Processes, engine: str, args: list[str], heap: str = "384m") -> int:
+def job_server(procs: Processes, engine: str, args: list[str], heap: str = "384m", system: list[str] = ()) -> int:
     """Beam's job server for `engine` ('flink' / 'spark') on a free port; returns the port."""
     port = free_port()
     cp = fetch.job_server_classpath(engine)
     opts = FLINK_JAVA_OPTS if engine == "flink" else SPARK_JAVA_OPTS
-    cmd = [java(), f"-Xmx{heap}", *opts, "-cp", cp, versions.JOB_SERVERS[engine]["main"],
+    cmd = [java(), f"-Xmx{heap}", *opts, *system, "-cp", cp, versions.JOB_SERVERS[engine]["main"],
            "--job-port", str(port), "--artifact-port", "0", "--expansion-port", "0", *args]
     proc = procs.start(f"{engine}-job-server", cmd)
     wait_for_port(port, proc, f"Beam {engine} job server", procs.workdir / f"{engine}-job-server.out", timeout_s=180)
@@ -252,5 +252,40 @@ def spark_worker(procs: Processes, master_port: int, cores: int, memory: str, na
            "--host", "localhost", "--port", str(free_port()), "--webui-port", str(free_port()),
            "--cores", str(cores), "--memory", memory, "--work-dir", str(procs.workdir / "spark-work"),
            f"spark://localhost:{master_port}"]
-    proc = procs.start(name, cmd, env={"SPARK_HOME": fetch.spark_home()})
+    proc = procs.start(name, cmd, env={"SPARK_HOME": fetch.spark_home(), "SPARK_SCALA_VERSION": "2.12"})
     wait_for_log(procs.workdir / f"{name}.out", "Successfully registered with master", proc, f"Spark {name}")
+
+
+def spark_job_server(procs: Processes, master_port: int, executor_memory: str) -> int:
+    """Beam's Spark job server, which is also the Spark driver: Spark settings as system properties."""
+    conf = {"spark.driver.host": "localhost", "spark.driver.bindAddress": "127.0.0.1",
+            "spark.ui.enabled": "false", "spark.executor.memory": executor_memory,
+            "spark.executor.cores": "2", "spark.task.maxFailures": "4",
+            "spark.local.dir": str(procs.workdir / "spark-local"),
+            # Beam's classes ahead of Spark's on the executors too (Guava; see fetch.job_server_classpath).
+            "spark.executor.extraClassPath": fetch.job_server_classpath("spark")}
+    return job_server(procs, "spark", ["--spark-master-url", f"spark://localhost:{master_port}"],
+                      heap="512m", system=[f"-D{k}={v}" for k, v in conf.items()])
+
+
+def children(pid: int) -> list[int]:
+    """PIDs of the processes whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
