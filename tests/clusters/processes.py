@@ -192,8 +192,10 @@ def flink_config(conf: Path, ports: dict, slots: int) -> None:
         "taskmanager.memory.managed.size": "128m",
         "taskmanager.memory.jvm-metaspace.size": "192m",
         "taskmanager.memory.jvm-overhead.min": "128m", "taskmanager.memory.jvm-overhead.max": "128m",
-        "restart-strategy.type": "fixed-delay", "restart-strategy.fixed-delay.attempts": 3,
-        "restart-strategy.fixed-delay.delay": "2 s",
+        # Restarts outlast the heartbeat timeout: until the JobManager declares a killed TaskManager
+        # lost, restarted tasks may still be sent to it and fail again.
+        "restart-strategy.type": "fixed-delay", "restart-strategy.fixed-delay.attempts": 10,
+        "restart-strategy.fixed-delay.delay": "3 s",
         "heartbeat.interval": 2000, "heartbeat.timeout": 10000,
         "jobmanager.execution.failover-strategy": "region",
         "slot.request.timeout": 120000,
