@@ -194,7 +194,7 @@ class ReplayEngine:
     def __init__(self):
         self.lines: dict[int, list] = {}
 
-    def read(self, image: np.ndarray) -> list:
+    def read(self, image: np.ndarray, upright: bool = False) -> list:
         return self.lines[id(image)]
 
 

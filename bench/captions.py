@@ -267,10 +267,10 @@ class _Timed:
     def __init__(self, engine):
         self._engine, self.seconds, self.calls = engine, 0.0, 0
 
-    def read(self, image):
+    def read(self, image, upright=False):
         started = time.thread_time()
         try:
-            return self._engine.read(image)
+            return self._engine.read(image, upright)
         finally:
             self.seconds += time.thread_time() - started
             self.calls += 1
@@ -320,7 +320,7 @@ def ocr_cost(cache: str, media: str) -> None:
         for key in sorted(set().union(*plans.values())):
             image = next(p[key] for p in plans.values() if key in p)
             started = time.thread_time()
-            engine.read(image)
+            engine.read(image, upright=bool(key[1]))
             took[key] = time.thread_time() - started
         row = [vid]
         for name in sides:

@@ -215,25 +215,32 @@ class OcrEngine(abc.ABC):
         self.load()
         return self._model_id  # type: ignore[return-value]
 
-    def read(self, image: np.ndarray) -> list[OcrLine]:
-        """Text lines in one uint8 RGB frame [h, w, 3], in reading order; [] when it holds none."""
+    def read(self, image: np.ndarray, upright: bool = False) -> list[OcrLine]:
+        """Text lines in one uint8 RGB frame [h, w, 3], in reading order; [] when it holds none.
+
+        `upright`: the image's lines are known to stand upright (a subtitle band cut from a frame in
+        display orientation), so the angle classifier is not asked: on a short line ("So good") it
+        may take a caption for upside down and read it turned ("poob os"). A per-call choice: the
+        loaded engine is not changed.
+        """
         _check_image(image)
         self.load()
         with self._lock:
-            lines = self._read(_rgb_to_bgr(image))
+            lines = self._read(_rgb_to_bgr(image), self.config.use_cls and not upright)
         return reading_order(lines)
 
-    def read_batch(self, images: Sequence[np.ndarray]) -> list[list[OcrLine]]:
+    def read_batch(self, images: Sequence[np.ndarray], upright: bool = False) -> list[list[OcrLine]]:
         """`read` for each image, in order."""
-        return [self.read(image) for image in images]
+        return [self.read(image, upright) for image in images]
 
     @abc.abstractmethod
     def _load(self) -> str:
         """Load the models; return the model id."""
 
     @abc.abstractmethod
-    def _read(self, bgr: np.ndarray) -> list[OcrLine]:
-        """Lines in a BGR image, in any order."""
+    def _read(self, bgr: np.ndarray, use_cls: bool) -> list[OcrLine]:
+        """Lines in a BGR image, in any order; `use_cls`: run the angle classifier (loaded when
+        `config.use_cls`)."""
 
 
 class RapidOcrEngine(OcrEngine):
@@ -290,10 +297,10 @@ class RapidOcrEngine(OcrEngine):
         files = ",".join(f"{part}={os.path.basename(models[part])}@{file_sha256(models[part])[:12]}" for part in used)
         return f"{self._PACKAGE}=={importlib.metadata.version(self._PACKAGE)}:{files}:det_max_side={self.config.det_max_side}"
 
-    def _read(self, bgr: np.ndarray) -> list[OcrLine]:
-        # No per-call kwargs: RapidOCR.__call__ resets text_score and det thresholds to its
-        # defaults whenever any are passed.
-        result, _elapsed = self._ocr(bgr, use_cls=self.config.use_cls)
+    def _read(self, bgr: np.ndarray, use_cls: bool) -> list[OcrLine]:
+        # No per-call kwargs besides use_det/use_cls/use_rec: RapidOCR.__call__ resets text_score and
+        # det thresholds to its defaults whenever any other is passed.
+        result, _elapsed = self._ocr(bgr, use_cls=use_cls)
         if result is None:  # nothing detected, or nothing above text_score
             return []
         lines = (_to_line(box, text, score) for box, text, score in result)
@@ -440,14 +447,14 @@ class PaddleOcrEngine(OcrEngine):
             kwargs["cpu_threads"] = self.config.threads
         return PaddleOCR(**kwargs)
 
-    def _read(self, bgr: np.ndarray) -> list[OcrLine]:
+    def _read(self, bgr: np.ndarray, use_cls: bool) -> list[OcrLine]:
         if self._major == 3:
             # predict() returns one OCRResult (a dict) per input image.
-            (res,) = self._ocr.predict(bgr)
+            (res,) = self._ocr.predict(bgr, use_textline_orientation=use_cls)
             triples = zip(res["rec_polys"], res["rec_texts"], res["rec_scores"])
         else:
             # ocr() returns one entry per image: a list of [box 4x2, (text, score)], or None.
-            (res,) = self._ocr.ocr(bgr, cls=self.config.use_cls)
+            (res,) = self._ocr.ocr(bgr, cls=use_cls)
             triples = ((box, text, score) for box, (text, score) in (res or []))
         lines = (_to_line(box, text, score) for box, text, score in triples)
         return [ln for ln in lines if ln is not None and ln.score >= self.config.min_score]

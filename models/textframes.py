@@ -19,6 +19,11 @@ A cell shows new text when at least `cell_change` of its stable edges (and `min_
 pixels) were not edges in the last frame chosen for OCR. A text frame is triggered when a cell of
 the lower band shows new text (subtitles), or when `frame_cells` cells anywhere do (a title card
 or a sign that appears mid-shot). Edges that merely vanish (a line went away) trigger nothing.
+Quick ticks (`quick_tick_s` apart) catch lines shorter than `min_line_s` in the lower band: a window
+of 2x2 band cells whose sharp edges (`quick_edge_threshold`) appeared at one tick and held at the
+next, `quick_min_px` of them not seen in the last frame chosen -- or half as many when the band
+changed in one step (twice `quick_min_px` edges appeared or vanished) and then held still, as when
+one caption replaces another and the new strokes cross the old ones.
 A text frame triggered by the band alone is a "band" frame: OCR reads only its lower part (from a
 little above `band_top`) and takes the rest of its lines from the frame read before it.
 """
@@ -50,6 +55,10 @@ class TextSamplingConfig:
     quick_line_s: float = 0.3  # a lower-band line shown at least this long is read too (0: off)
     quick_edge_threshold: int = 60  # grey-level step of a quick line's strokes (outlined captions)
     quick_min_px: int = 40  # new edge pixels a window of 2x2 band cells needs on a quick step
+    # ... or half as many when the line replaced another there: the window's edges changed by twice
+    # quick_min_px in one step (appeared or vanished), then by at most this share of that a tick later
+    quick_replace: bool = True
+    quick_still: float = 0.25
     max_text_frames: int = 256  # per video, whatever its length; more are thinned evenly in time
     # ... or this many per minute of video when that is more: 120, one frame for each line of a video
     # whose captions change every half second, back to back (0: the fixed cap only)
@@ -80,8 +89,10 @@ class TextSamplingConfig:
             raise ValueError(f"quick_line_s must be >= 0, got {self.quick_line_s}")
         if not 0 < self.quick_edge_threshold < 255:
             raise ValueError(f"quick_edge_threshold must be in 1..254, got {self.quick_edge_threshold}")
-        if self.quick_min_px < 1:
-            raise ValueError(f"quick_min_px must be >= 1, got {self.quick_min_px}")
+        if self.quick_min_px < 2:
+            raise ValueError(f"quick_min_px must be >= 2, got {self.quick_min_px}")
+        if not 0 <= self.quick_still < 1:
+            raise ValueError(f"quick_still must be in [0, 1), got {self.quick_still}")
 
     def text_frame_cap(self, duration_s: float) -> int:
         """Text frames kept for a video (or its first `duration_s` seconds): the fixed cap, or the
@@ -250,9 +261,17 @@ class TextChangeDetector:
             return None
         before, appeared = history[0][1], history[1][1]
         held = appeared & band
-        step = held & ~before & ~self._ref[self._band_px:]
-        new = _windows(_band_cell_sums(step))
-        fresh = (new >= cfg.quick_min_px) & (new >= cfg.cell_change * _windows(_band_cell_sums(held)))
+        new = _windows(_band_cell_sums(held & ~before & ~self._ref[self._band_px:]))
+        fresh = new >= cfg.quick_min_px
+        if cfg.quick_replace:
+            # A line replacing another at its place: where their strokes cross, the new line's edges
+            # were edges before too and do not count as new. The band then changed in one step (edges
+            # appeared and vanished) and held still after it; motion changes it a little every tick.
+            step = _windows(_band_cell_sums(before ^ appeared))
+            after = _windows(_band_cell_sums(appeared ^ band))
+            fresh |= ((new >= cfg.quick_min_px // 2) & (step >= 2 * cfg.quick_min_px)
+                      & (after <= cfg.quick_still * step))
+        fresh &= new >= cfg.cell_change * _windows(_band_cell_sums(held))
         return "band" if fresh.any() else None
 
 

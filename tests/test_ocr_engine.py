@@ -201,6 +201,22 @@ def test_upside_down_image_with_angle_classifier(engine, en_image):
 
 
 @pytest.mark.slow
+def test_upright_read_skips_the_angle_classifier_for_that_call_only(engine, media_dir):
+    """`read(image, upright=True)` (a subtitle band) does not ask the classifier, so a crop it would
+    turn stays as it is; the engine's own setting is untouched: the next plain read turns it again."""
+    title = np.full((240, 330, 3), 255, dtype=np.uint8)
+    title[100:140] = _rgb(media_dir, "en.jpg")[:40, :330]
+    upside_down = np.ascontiguousarray(title[::-1, ::-1])
+    assert "dataset" in _joined(engine.read(title, upright=True))  # upright text reads the same
+    turned = _joined(engine.read(upside_down, upright=True))
+    assert "dataset" not in turned and "movieshots" not in turned
+    assert engine.config.use_cls
+    assert "dataset" in _joined(engine.read(upside_down))
+    assert [ln.text for ln in engine.read_batch([upside_down], upright=True)[0]] == \
+        [ln.text for ln in engine.read(upside_down, upright=True)]
+
+
+@pytest.mark.slow
 def test_blank_image_reads_nothing(engine, media_dir):
     assert engine.read(_rgb(media_dir, "empty_black.jpg")) == []
 

@@ -188,11 +188,11 @@ class _FlakyEngine:
     def __init__(self, engine, fail_on: int):
         self._engine, self._fail_on, self.calls = engine, fail_on, 0
 
-    def read(self, image):
+    def read(self, image, upright=False):
         self.calls += 1
         if self.calls == self._fail_on:
             raise RuntimeError("engine exploded")
-        return self._engine.read(image)
+        return self._engine.read(image, upright)
 
 
 def test_a_frame_the_engine_fails_on_is_a_stage_error_not_a_lost_video(subtitle_video):

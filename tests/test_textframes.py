@@ -652,6 +652,24 @@ def test_quick_line_over_moving_footage_is_caught_and_footage_alone_is_not():
         assert a <= t < b
 
 
+def test_quick_line_replacing_another_across_its_strokes_is_caught():
+    """A short line replacing a long one at its place: most of the new strokes fall where the old
+    line had edges, so fewer than quick_min_px edges are new (a 0.32 s caption was lost so). The
+    band changed in one step and then held still: that is read. A line that just goes is not."""
+    short = dict(x0=60, x1=70, y0=145, height=11, stroke=3)
+    spans = [(1.0, 2.0, LINE_A), (2.0, 2.32, short), (3.0, 4.0, LINE_A)]  # the last one just goes
+    shown = lambda t: [line for a, b, line in spans if a <= t < b]  # noqa: E731
+    _, picks = quick_feed(TextSamplingConfig(), 25.0, shown, 5.0)
+    assert len(picks) == 3, picks
+    for (a, b, _), t in zip(spans, picks):
+        assert a <= t < b
+    _, without = quick_feed(TextSamplingConfig(quick_replace=False), 25.0, shown, 5.0)
+    assert not any(2.0 <= t < 2.32 for t in without), without
+    # over moving footage the background changes a little every tick: the same step is still caught
+    _, picks = quick_feed(TextSamplingConfig(), 25.0, shown, 5.0, background=footage)
+    assert any(2.0 <= t < 2.32 for t in picks), picks
+
+
 def test_flash_on_one_quick_tick_is_not_read():
     """Appeared, but not held on the next quick tick: not a line (a flash, a flying object)."""
     cfg = TextSamplingConfig()
@@ -683,7 +701,8 @@ def test_quick_line_text_already_read_is_not_new():
 
 def test_quick_settings_are_validated():
     for kwargs in (dict(quick_line_s=-0.1), dict(quick_line_s=float("nan")), dict(quick_edge_threshold=0),
-                   dict(quick_edge_threshold=255), dict(quick_min_px=0)):
+                   dict(quick_edge_threshold=255), dict(quick_min_px=1), dict(quick_still=1.0),
+                   dict(quick_still=-0.1)):
         with pytest.raises(ValueError):
             TextSamplingConfig(**kwargs)
     assert TextSamplingConfig(quick_line_s=0).quick_tick_s == 0

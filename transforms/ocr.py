@@ -77,13 +77,14 @@ def read_frames(engine: OcrEngine, item: OcrInput) -> tuple[dict[int, list | Non
             continue
         w, h = frame.text_size
         sx, sy = item.width / w, item.height / h
+        top = frame.crop_top
         try:
-            lines = engine.read(frame.image)
+            # A band cut from a frame in display orientation: its lines stand upright.
+            lines = engine.read(frame.image, upright=bool(top))
         except Exception as e:  # an engine failure on one frame must not lose the video
             errors.append(StageError("ocr", type(e).__name__, f"frame {frame.frame_index}: {e}"))
             read[frame.frame_index] = previous = None
             continue
-        top = frame.crop_top
         lines = [line.shifted(0, top).scaled(sx, sy) if top else line.scaled(sx, sy) for line in lines]
         if top:
             # Only the band was read: the lines above it are those of the frame before.
