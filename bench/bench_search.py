@@ -84,15 +84,19 @@ def bench_vectors(args) -> dict:
         if args.kind and args.kind != choice.kind:
             choice = _forced_choice(ann, args.kind, args.n)
         faiss.omp_set_num_threads(args.build_threads)
+        path = args.index_file or os.path.join(tmp, "vector.faiss")
         t, c = time.perf_counter(), _cpu_s()
-        index = ann.VectorIndex(ann.build_index(x, choice, seed=args.seed), choice, x)
-        build_s, build_cpu = time.perf_counter() - t, _cpu_s() - c
+        if args.index_file and os.path.exists(args.index_file):  # built by an earlier run: not timed again
+            index = ann.VectorIndex.load(args.index_file, choice, x)
+            build_s = build_cpu = None
+        else:
+            index = ann.VectorIndex(ann.build_index(x, choice, seed=args.seed), choice, x)
+            build_s, build_cpu = round(time.perf_counter() - t, 1), round(_cpu_s() - c, 1)
+            index.save(path)
         faiss.omp_set_num_threads(1)
         t = time.perf_counter()
-        tuned = index.tune(queries=args.queries, seed=args.seed)
+        tuned = index.tune(queries=args.tune_queries, seed=args.seed)
         tune_s = time.perf_counter() - t
-        path = os.path.join(tmp, "vector.faiss")
-        index.save(path)
         # Fresh queries (not the tuning sample): held-out rows, with their exact neighbours.
         rng = np.random.default_rng(args.seed + 1)
         rows = np.sort(rng.choice(args.n, size=min(args.queries, args.n), replace=False))
@@ -106,6 +110,7 @@ def bench_vectors(args) -> dict:
             found.append(r[0])
         recall = float(np.mean([len(set(f) & set(tr)) / 10 for f, tr in zip(found, truth)]))
         p50, p99 = _percentiles(ts)
+        sweep = _sweep(ann, index, x, rows, q, truth, args) if args.sweep else None
         # The naive side: numpy brute force over float32 vectors in RAM, one query at a time.
         naive_n = min(args.n, args.naive_max)
         xf = np.asarray(x[:naive_n], np.float32)
@@ -130,21 +135,81 @@ def bench_vectors(args) -> dict:
         out = {
             "what": "vectors", "n": args.n, "kind": tuned.kind, "factory": tuned.factory, "search": tuned.search,
             "mean_pairwise_cosine": round(mean_pairwise_cosine(np.asarray(x[:20000], np.float32)), 3),
-            "gen_s": round(gen_s, 1), "build_s": round(build_s, 1), "build_cpu_s": round(build_cpu, 1),
-            "tune_s": round(tune_s, 1),
+            "gen_s": round(gen_s, 1), "build_s": build_s, "build_cpu_s": build_cpu,
+            "tune_s": round(tune_s, 1), "tune_queries": tuned.tune_queries, "heldout_queries": len(rows),
             "build_threads": args.build_threads,
             "peak_rss_mib": round(_peak_mib(), 0), "rss_before_build_mib": round(base_rss, 0),
             "index_mib": round(_dir_size(path) / 2**20, 1), "vectors_f16_mib": round(_dir_size(vec_path) / 2**20, 1),
-            "tuned_recall_at_10": tuned.recall_at_10, "heldout_recall_at_10": round(recall, 4),
+            "recall_at_10_tuning_sample": tuned.recall_at_10_tuning,
+            "recall_at_10_recorded": tuned.recall_at_10, "recall_at_10_bench_heldout": round(recall, 4),
             "p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
             "naive_numpy_p50_ms": round(np50 * args.n / naive_n, 3), "faiss_flat_p50_ms": round(fp50 * args.n / naive_n, 3),
             "naive_measured_on": naive_n, "speedup_vs_numpy": round(np50 * args.n / naive_n / p50, 1),
             "speedup_vs_faiss_flat": round(fp50 * args.n / naive_n / p50, 1),
             "load_average": load_average(),
         }
+        if sweep is not None:
+            out["sweep"] = sweep
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _recall(found, truth) -> float:
+    return round(float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)])), 4)
+
+
+def _sweep(ann, index, x, rows, q, truth, args) -> dict:
+    """What limits recall, on the held-out queries: recall and p50 for every (efSearch, re-ranking
+    depth) of a grid, and the ceiling of the projection itself: each query's exact top R in the
+    PCA space (what a perfect graph would return), re-ranked exactly, for the index's PCA and a
+    wider one."""
+    import faiss
+
+    out = {"grid": []}
+    kind = index.choice.kind
+    depths = (2, 5, 10, 20, 40) if kind in ann.RERANKED else (1,)
+    for rf in depths:
+        for ef in (32, 64, 128, 192, 256, 384, 512, 768, 1024):
+            if ef < 10 * rf:
+                continue
+            setting = {"efSearch": ef, "refine_factor": rf} if kind == "hnswpca" else {"efSearch": ef}
+            ts, found = [], []
+            for i in range(len(rows)):
+                t0 = time.perf_counter()
+                found.append(index.search(q[i:i + 1], 10, setting=setting, exclude=rows[i:i + 1])[1][0])
+                ts.append(time.perf_counter() - t0)
+            p50, _ = _percentiles(ts)
+            out["grid"].append({**setting, "recall_at_10": _recall(found, truth), "p50_ms": round(p50, 3)})
+            print("sweep", out["grid"][-1], flush=True)
+    if kind != "hnswpca":
+        return out
+    n = len(x)
+    rng = np.random.default_rng(args.seed)
+    train = np.asarray(x[np.sort(rng.choice(n, size=min(n, ann.PCA_TRAIN), replace=False))], np.float32)
+    out["ceiling"] = {}
+    for dim in (ann.PCA_DIM, 2 * ann.PCA_DIM):
+        pca = faiss.PCAMatrix(x.shape[1], dim)
+        pca.train(train)
+        proj = np.empty((n, dim), np.float32)
+        for start in range(0, n, 65536):
+            proj[start:start + 65536] = pca.apply(np.ascontiguousarray(x[start:start + 65536], np.float32))
+        flat = faiss.IndexFlatL2(dim)
+        flat.add(proj)
+        del proj
+        faiss.omp_set_num_threads(args.build_threads)
+        _, cand = flat.search(pca.apply(q), 10 * 80 + 1)
+        faiss.omp_set_num_threads(1)
+        del flat
+        for rf in (1, 2, 5, 10, 20, 40, 80):
+            found = []
+            for i in range(len(rows)):
+                c = cand[i][cand[i] != rows[i]][: 10 * rf]
+                s = np.asarray(x[np.sort(c)], np.float32) @ q[i]
+                found.append(np.sort(c)[np.argsort(-s, kind="stable")[:10]])
+            out["ceiling"][f"pca{dim}_rerank{10 * rf}"] = _recall(found, truth)
+            print("ceiling", dim, 10 * rf, out["ceiling"][f"pca{dim}_rerank{10 * rf}"], flush=True)
+    return out
 
 
 def _text_docs(n: int, seed: int):
@@ -262,6 +327,7 @@ def bench_e2e(args) -> dict:
         t = time.perf_counter()
         assert index_cmd.run(["--input", fwd, "--output", search]) == 0
         build_s = time.perf_counter() - t
+        build_rss = _peak_mib()
         with open(os.path.join(search, "index.json")) as f:
             info = json.load(f)
         t = time.perf_counter()
@@ -310,6 +376,7 @@ def bench_e2e(args) -> dict:
                 "vmm_index_s": round(build_s, 1), "vector": info["shards"][0]["vector"]["kind"],
                 "vector_search": info["shards"][0]["vector"]["search"],
                 "recall_at_10": info["shards"][0]["vector"]["recall_at_10"],
+                "stage_seconds": info["shards"][0].get("stage_seconds"), "peak_rss_after_build_mib": round(build_rss, 0),
                 "searcher_load_s": round(load_s, 2), "first_query_s": round(first_s, 2),
                 "warm_p50_ms": round(p50, 2), "warm_p99_ms": round(p99, 2),
                 "warm_cached_p50_ms": round(c50, 2), "warm_cached_p99_ms": round(c99, 2),
@@ -334,6 +401,14 @@ def main(argv=None) -> int:
     parser.add_argument("--vectors-file", default=None,
                         help="vectors: keep the generated float16 vectors in this file and reuse them when it "
                              "already holds n rows of the same seed (generating 1M takes minutes)")
+    parser.add_argument("--tune-queries", type=int, default=1000,
+                        help="vectors: queries in each of the index's tuning and held-out samples (vmm index: 1000)")
+    parser.add_argument("--index-file", default=None,
+                        help="vectors: keep the built faiss index in this file and load it instead of building when "
+                             "it exists (build time is then not measured)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="vectors: recall and p50 on the held-out queries over efSearch x re-ranking depth, and "
+                             "the PCA projection's own ceiling (exact top R in PCA space, re-ranked)")
     parser.add_argument("--no-bm25s", action="store_true")
     parser.add_argument("--clip-model", default="ViT-B-32")
     parser.add_argument("--torch-threads", type=int, default=0, help="e2e: torch threads of the query encoder (0: torch's default)")
@@ -343,7 +418,7 @@ def main(argv=None) -> int:
 
     faiss.omp_set_num_threads(1)
     result = {"vectors": bench_vectors, "text": bench_text, "e2e": bench_e2e}[args.what](args)
-    print_table(["measure", "value"], [[k, v] for k, v in result.items()])
+    print_table(["measure", "value"], [[k, v] for k, v in result.items() if not isinstance(v, dict) or k == "search"])
     print("JSON " + json.dumps(result))
     return 0
 

@@ -320,14 +320,20 @@ def build_shard(spec: BuildSpec, shard: int, meta: dict) -> dict:
                 data.passages.append((row, "asr_text", line, None))
 
     # Vectors.
+    stage = {"read": round(time.perf_counter() - started, 2)}
+    t = time.perf_counter()
     vectors = np.memmap(vec_path, dtype=np.float16, mode="r", shape=(total, dim))
     vector_record = _build_vectors(folder, vectors, spec, old, base)
+    stage["vectors"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
     # Text.
     text_dir = os.path.join(folder, "text")
     if not old and os.path.exists(text_dir):
         shutil.rmtree(text_dir)
     text = TextIndex(text_dir, fields)
     text.add((base + i, data.texts[i]) for i in range(len(data.ids)))
+    stage["text"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
     # Visual words: counts kept, weights recomputed over all videos of the shard.
     visual_record = None
     if vocab is not None:
@@ -348,12 +354,15 @@ def build_shard(spec: BuildSpec, shard: int, meta: dict) -> dict:
         vector=vector_record,
         text={"library": f"tantivy {_version('tantivy')}", "docs": text.num_docs},
         visual=visual_record,
-        seconds=round(time.perf_counter() - started, 2),
     )
     ids = (old["ids"] if old else []) + data.ids
     titles = (old["titles"] if old else []) + data.titles
-    _write_state(folder, ids, titles, record)
+    stage["visual"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
     _write_passages(folder, data.passages, append=bool(old))
+    stage["passages"] = round(time.perf_counter() - t, 2)
+    record.update(seconds=round(time.perf_counter() - started, 2), stage_seconds=stage)
+    _write_state(folder, ids, titles, record)
     logger.info("shard %d: %d videos (%d added) in %.1fs: %s", shard, total, len(data.ids),
                 time.perf_counter() - started, vector_record["kind"])
     return record
@@ -407,7 +416,8 @@ PASSAGES_SCHEMA = pa.schema([("row", pa.int64()), ("field", pa.string()), ("text
 
 def _write_passages(folder: str, passages: list[tuple], append: bool) -> None:
     path = os.path.join(folder, "passages.parquet")
-    new = pa.Table.from_pylist([dict(zip(PASSAGES_SCHEMA.names, p)) for p in passages], schema=PASSAGES_SCHEMA)
+    columns = list(zip(*passages)) if passages else [()] * len(PASSAGES_SCHEMA)  # columns, not a dict per row
+    new = pa.table([pa.array(list(c), type=f.type) for c, f in zip(columns, PASSAGES_SCHEMA)], schema=PASSAGES_SCHEMA)
     if append and os.path.exists(path):
         new = pa.concat_tables([pq.read_table(path), new])
     new = new.sort_by([("row", "ascending"), ("field", "ascending")])
@@ -643,7 +653,7 @@ def execute(args, options=None) -> int:
     for r in info["shards"]:
         v = r.get("vector") or {}
         parts.append(f"shard {r['shard']}: {r['videos']} videos, {v.get('kind')} {v.get('search')} "
-                     f"recall@10 {v.get('recall_at_10')}")
+                     f"recall@10 {v.get('recall_at_10')} on held-out queries")
     print(f"search index {args.output}: {info['counts']['videos']} videos from {len(info['runs'])} runs; "
           + "; ".join(parts))
     return 0

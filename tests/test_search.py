@@ -126,6 +126,9 @@ def test_index_json_records_source_models_and_measured_recall(corpus):
     assert shard["vector"]["kind"] == "flat" and shard["vector"]["recall_at_10"] == 1.0
     assert shard["text"]["docs"] == info["counts"]["videos"]
     assert shard["visual"]["videos_with_tokens"] == info["counts"]["videos"]
+    stages = shard["stage_seconds"]  # where a build's time went (bench/README's growth table reads these)
+    assert set(stages) == {"read", "vectors", "text", "visual", "passages"}
+    assert all(v >= 0 for v in stages.values()) and sum(stages.values()) <= shard["seconds"] + 0.05
     assert "ocr_overlay_text" not in info["text"]["fields"]
     assert info["text"]["analyzer"].startswith("vmm-text-1:rjieba")
 

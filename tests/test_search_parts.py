@@ -104,7 +104,10 @@ def test_vector_index_reaches_its_recall_and_leaves_out_the_query(kind, tmp_path
     tuned = index.tune(queries=200, target_recall=0.95)
     assert tuned.recall_at_10 >= 0.95
     if kind != "flat":
-        assert any(e["setting"] == tuned.search and e["recall_at_10"] == tuned.recall_at_10 for e in tuned.tuning)
+        chosen = [e for e in tuned.tuning if e["setting"] == tuned.search]
+        assert chosen and chosen[0]["recall_at_10"] == tuned.recall_at_10_tuning and tuned.tune_queries == 200
+        # Reaching the target means the lower confidence bound does, not the mean.
+        assert chosen[0]["recall_low"] >= 0.95 and chosen[0]["recall_low"] < chosen[0]["recall_at_10"]
     # Measured independently of tune(): exact neighbours by numpy over float32.
     rows = np.arange(0, 3000, 97)
     f = x.astype(np.float32)
@@ -122,6 +125,34 @@ def test_vector_index_reaches_its_recall_and_leaves_out_the_query(kind, tmp_path
     assert np.array_equal(again.search(f[rows], 10, exclude=rows)[1], found)
 
 
+def test_tune_records_recall_measured_on_queries_it_did_not_tune_on(monkeypatch):
+    x = _cone(3000).astype(np.float16)
+    choice = ann.AnnChoice("hnsw", len(x), x.shape[1], "HNSW32,Flat", 0, "test", params={"M": 16, "efConstruction": 40})
+    index = ann.VectorIndex(ann.build_index(x, choice), choice, x)
+    calls = []
+    measure = ann.VectorIndex._measure
+
+    def spy(self, q, rows, truth, setting, k):
+        entry = measure(self, q, rows, truth, setting, k)
+        calls.append((rows.copy(), dict(setting), entry))
+        return entry
+
+    monkeypatch.setattr(ann.VectorIndex, "_measure", spy)
+    tuned = index.tune(queries=150, target_recall=0.9)
+    *tuning, (check_rows, check_setting, check) = calls
+    assert len(tuning) == len(tuned.tuning) and len(check_rows) == 150
+    assert not set(check_rows) & set(tuning[0][0])  # the held-out sample is not the tuning one
+    assert check_setting == tuned.search and tuned.recall_at_10 == check["recall_at_10"]
+    # The recorded figure is what an independent measurement on those rows gives.
+    f = x.astype(np.float32)
+    sims = f[check_rows] @ f.T
+    sims[np.arange(len(check_rows)), check_rows] = -np.inf
+    truth = np.argsort(-sims, axis=1)[:, :10]
+    _, found = index.search(f[check_rows], 10, exclude=check_rows)
+    assert tuned.recall_at_10 == pytest.approx(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]),
+                                               abs=1e-4)
+
+
 def test_exact_neighbours_leave_out_self_and_match_numpy():
     x = _cone(500, 32)
     rows = np.array([0, 7, 499])
@@ -129,6 +160,15 @@ def test_exact_neighbours_leave_out_self_and_match_numpy():
     sims = x[rows] @ x.T
     sims[np.arange(3), rows] = -np.inf
     assert np.array_equal(got, np.argsort(-sims, axis=1, kind="stable")[:, :5])
+
+
+def test_exact_neighbours_across_chunks_and_query_blocks(monkeypatch):
+    monkeypatch.setattr(ann, "_CHUNK", 64)  # 2000 rows: 32 chunks; 700 queries: two blocks of scores
+    x = _cone(2000, 32)
+    rows = np.sort(np.random.default_rng(3).choice(2000, 700, replace=False))
+    sims = x[rows] @ x.T
+    sims[np.arange(len(rows)), rows] = -np.inf
+    assert np.array_equal(ann.exact_neighbours(x, rows, 10), np.argsort(-sims, axis=1, kind="stable")[:, :10])
 
 
 # ---- visual words ----------------------------------------------------------------------------
