@@ -40,6 +40,21 @@ The rules, in the order they are applied:
           (a block, not a caption);
        d. the same text (spaces ignored) at the same place (`position_tol`) is slide text by a, b or
           c on another frame: slide text lasts as long as its slide.
+     Speech, when the video's ASR segments are given, is evidence too (captions follow speech). A
+     line in that place counts as all its sightings: the same text at the same place, whatever
+     frame it is on.
+       e. heard: `speech_match` of its letters and digits (at least `speech_min_chars`; spaces do not
+          count, PP-OCR drops them) are covered by words spoken in the segments within
+          `speech_tol_s` of a sighting -- a subtitle, even when rule b or d took it for small print
+          on a slide (a lecture's captions are often as small as its bullets). A list (a) or a block
+          (c) stays slide text: a bullet read aloud is a bullet.
+       f. silent: on a video with speech, no segment within `speech_tol_s` of any sighting, and
+          its frame's readable text stands on `silent_block_rows` rows or more (a title slide with
+          its speakers and e-mails at the bottom, shown before anyone speaks) -- not a subtitle. A
+          lone caption with nothing spoken around it stays one (music, a line Whisper missed).
+       g. outlasting the speech: on screen without a break (on consecutive frames read) while
+          `outlast_segments` or more segments are spoken -- a slide's tagline, a lower-third banner,
+          not a subtitle: captions change with the speech.
   4. Scene: any other readable text (signs, shirts, screens, captions off the subtitle band, slides).
 
 Same text: both strings with whitespace collapsed; equal, or for strings of at least
@@ -81,6 +96,14 @@ DOMAINS: tuple[Domain, ...] = (SUBTITLE, OVERLAY, SCENE, NOISE)
 
 _DIGIT_RUN = re.compile(r"\d+")
 _FORBIDDEN = 1 << 30  # cost of an edit that may never be an OCR wobble
+
+
+class SpeechSegment(Protocol):
+    """One ASR segment (e.g. `models.asr.AsrSegment`): its time in the video and its words."""
+
+    start_s: float
+    end_s: float
+    text: str
 
 
 class TextLine(Protocol):
@@ -138,15 +161,28 @@ class DomainConfig:
     slide_min_rows: int = 3
     # A caption over a slide stands out: its characters are this much larger than the slide's median.
     slide_caption_scale: float = 1.15
+    # Speech as evidence (rules 3e, 3f): Whisper's segment bounds are off by up to about a second,
+    # and a caption may come up a little before or stay a little after its words.
+    speech_tol_s: float = 1.0
+    # Heard: this share of a line's letters and digits is covered by words spoken around it, and it has
+    # at least this many (one short word is spoken somewhere near most lines).
+    speech_match: float = 0.6
+    speech_min_chars: int = 4
+    # Silent: not a caption when the frame's readable text stands on this many rows (a caption is
+    # one or two rows; a third is a title above them, a slide).
+    silent_block_rows: int = 3
+    # Outlasting: a line on screen without a break while this many segments are spoken (Whisper cuts
+    # segments at sentences or pauses, a caption at most every sentence) is not a caption.
+    outlast_segments: int = 3
 
     def __post_init__(self):
         for name in ("min_score", "min_height_frac", "min_word_frac", "subtitle_band",
-                     "overlay_min_fraction", "clock_min_digit_frac"):
+                     "overlay_min_fraction", "clock_min_digit_frac", "speech_match"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         for name in ("min_height_px", "subtitle_center_tol", "position_tol",
-                     "fuzzy_min_len", "max_edits", "clock_min_digits"):
+                     "fuzzy_min_len", "max_edits", "clock_min_digits", "speech_tol_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_edits > 2:
@@ -155,7 +191,8 @@ class DomainConfig:
             raise ValueError(f"max_edits must be <= 2, got {self.max_edits}")
         if self.overlay_min_frames < 1:
             raise ValueError(f"overlay_min_frames must be >= 1, got {self.overlay_min_frames}")
-        for name in ("caption_max_rows", "block_min_lines", "slide_min_rows"):
+        for name in ("caption_max_rows", "block_min_lines", "slide_min_rows", "speech_min_chars",
+                     "silent_block_rows", "outlast_segments"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.slide_caption_scale <= 0:
@@ -376,27 +413,101 @@ def _left_edge(box) -> float:
     return float(_corners(box)[:, 0].min())
 
 
+SLIDE_LIST, SLIDE_SMALL, SLIDE_BLOCK = "list", "small", "block"  # rules 3a, 3b, 3c
+
+
 def slide_text_lines(lines: Sequence[TextLine], readable: Sequence[int], candidates: Sequence[int],
                      width: int, height: int, config: DomainConfig = DomainConfig()) -> set[int]:
     """Rule 3's exceptions: which of `candidates` (indices into `lines`, in the subtitle place) are
     slide or document text, given the frame's `readable` lines (not noise, not overlay)."""
+    return set(slide_text_reasons(lines, readable, candidates, width, height, config))
+
+
+def slide_text_reasons(lines: Sequence[TextLine], readable: Sequence[int], candidates: Sequence[int],
+                       width: int, height: int, config: DomainConfig = DomainConfig()) -> dict[int, str]:
+    """`slide_text_lines` with the rule that took each: SLIDE_LIST, SLIDE_SMALL or SLIDE_BLOCK."""
     if not candidates:
-        return set()
-    out: set[int] = set()
+        return {}
+    out: dict[int, str] = {}
     tol = config.block_align_tol * width
     lefts = {i: _left_edge(lines[i].box) for i in readable}
     for i in candidates:  # a. a list
         aligned = sum(1 for j in readable if j != i and abs(lefts[j] - lefts[i]) <= tol)
         if aligned + 1 >= config.block_min_lines:
-            out.add(i)
+            out[i] = SLIDE_LIST
     others = [j for j in readable if j not in candidates]
     if others and len(reading_rows([lines[j].box for j in others])) >= config.slide_min_rows:
         median = float(np.median([line_height(lines[j].box) for j in others]))  # b. small print on a slide
-        out.update(i for i in candidates if line_height(lines[i].box) < config.slide_caption_scale * median)
+        for i in candidates:
+            if i not in out and line_height(lines[i].box) < config.slide_caption_scale * median:
+                out[i] = SLIDE_SMALL
     rest = [i for i in candidates if i not in out]
     if len(reading_rows([lines[i].box for i in rest])) > config.caption_max_rows:
-        out.update(rest)  # c. a block (what is left once lists and small print are set aside)
+        out.update((i, SLIDE_BLOCK) for i in rest)  # c. a block (what is left once lists and small print are set aside)
     return out
+
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_\u3400-\u9fff\uf900-\ufaff]+")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words of `text` as speech and OCR are compared: runs of letters and digits, and
+    each CJK character on its own (Chinese is not written with spaces)."""
+    return _WORD.findall(text.lower())
+
+
+def spoken_share(shown: str, spoken: set[str]) -> float:
+    """Share of the characters of `shown` (a line's words joined without spaces: "thankyouforlistening")
+    covered by occurrences of the `spoken` words in it. Words of one Latin letter ("a", "i") are
+    everywhere and cover nothing; a CJK character is a word."""
+    if not shown:
+        return 0.0
+    covered = np.zeros(len(shown), dtype=bool)
+    for w in spoken:
+        if len(w) < 2 and not _CJK.match(w):
+            continue
+        start = shown.find(w)
+        while start >= 0:
+            covered[start : start + len(w)] = True
+            start = shown.find(w, start + 1)
+    return float(covered.mean())
+
+
+class SpeechTimeline:
+    """A video's ASR segments, asked what was spoken around a moment (rules 3e and 3f)."""
+
+    def __init__(self, segments: Sequence[SpeechSegment], config: DomainConfig = DomainConfig()):
+        spans = sorted((float(s.start_s), float(s.end_s), words(s.text)) for s in segments)
+        self._spans = [span for span in spans if span[2]]  # a segment with no words is no speech
+        self._tol = config.speech_tol_s
+        self._config = config
+
+    def __bool__(self) -> bool:
+        return bool(self._spans)
+
+    def around(self, t: float) -> list[list[str]]:
+        """The words of each segment within `speech_tol_s` of time t."""
+        return [w for a, b, w in self._spans if a - self._tol <= t <= b + self._tol]
+
+    def heard(self, text: str, times: Sequence[float]) -> bool:
+        """At a sighting at one of `times`, enough of `text` was spoken around it (rule 3e)."""
+        shown = "".join(words(text))
+        if len(shown) < self._config.speech_min_chars:
+            return False
+        for t in times:
+            spoken = {w for segment in self.around(t) for w in segment}
+            if spoken_share(shown, spoken) >= self._config.speech_match:
+                return True
+        return False
+
+    def spoken_during(self, start_s: float, end_s: float) -> int:
+        """How many segments overlap [start_s, end_s]."""
+        return sum(1 for a, b, _ in self._spans if a <= end_s and b >= start_s)
+
+    def silent(self, times: Sequence[float]) -> bool:
+        """Nothing was spoken around any of `times` on a video that has speech (rule 3f)."""
+        return bool(self._spans) and not any(self.around(t) for t in times)
 
 
 def drop_growing_prefixes(frames: Sequence[Sequence[tuple[float, str, float]]],
@@ -552,12 +663,39 @@ def find_overlay_tracks(
 # The whole video
 
 
+def _unbroken_spans(frames: Sequence[FrameText], placed: Sequence[Sequence[int]], tol_x: float,
+                    tol_y: float) -> dict[tuple[int, int], tuple[float, float]]:
+    """For each line in the subtitle place, (frame position, line index) -> the times of the first and
+    last of the consecutive frames that show the same text at the same place without a break."""
+    runs: list[list] = []  # [key, x, y, last frame position, first t, last t, members]
+    open_runs: dict[str, list[int]] = {}  # text -> runs that the previous frame extended
+    for f, frame in enumerate(frames):
+        now: dict[str, list[int]] = {}
+        for i in placed[f]:
+            key = _text_key(frame.lines[i].text)
+            x, y = line_center(frame.lines[i].box)
+            t = float(frame.timestamp_s)
+            r = next((r for r in open_runs.get(key, ()) if runs[r][3] == f - 1
+                      and abs(runs[r][1] - x) <= tol_x and abs(runs[r][2] - y) <= tol_y), None)
+            if r is None:
+                r = len(runs)
+                runs.append([key, x, y, f, t, t, []])
+            run = runs[r]
+            run[3], run[5] = f, t
+            run[6].append((f, i))
+            now.setdefault(key, []).append(r)
+        open_runs = now
+    return {member: (run[4], run[5]) for run in runs for member in run[6]}
+
+
 def classify_video(
-    frames: Sequence[FrameText], width: int, height: int, config: DomainConfig = DomainConfig()
+    frames: Sequence[FrameText], width: int, height: int, config: DomainConfig = DomainConfig(),
+    speech: Sequence[SpeechSegment] | None = None,
 ) -> VideoText:
     """Applies rules 1-4 to one video's keyframes (in time order) and collects the text by domain.
 
-    `width` and `height` are those of the original frame the boxes are in.
+    `width` and `height` are those of the original frame the boxes are in. `speech`: the video's
+    ASR segments, when it was transcribed (rules 3e and 3f; None or empty: no evidence from speech).
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"frame size must be positive, got {width}x{height}")
@@ -573,24 +711,42 @@ def classify_video(
     subtitle_frames: list[list[tuple[float, str, float]]] = []
     scene_entries: list[tuple[float, str, float]] = []
     per_frame = []
-    slide_places: dict[str, list[tuple[float, float]]] = {}  # slide text -> where it was seen as such
+    slide_places: dict[str, list[tuple[float, float, str]]] = {}  # slide text -> where seen as such, by which rule
+    sightings: dict[str, list[tuple[float, float, float]]] = {}  # text in the subtitle place -> (x, y, t)
     for f, frame in enumerate(frames):
         readable = [i for i in range(len(frame.lines)) if domains[f][i] == SCENE]
         placed = [i for i in readable if is_subtitle_position(frame.lines[i].box, width, height, config)]
-        slide = slide_text_lines(frame.lines, readable, placed, width, height, config)
-        for i in slide:
-            slide_places.setdefault(_text_key(frame.lines[i].text), []).append(line_center(frame.lines[i].box))
+        slide = slide_text_reasons(frame.lines, readable, placed, width, height, config)
+        for i, rule in slide.items():
+            slide_places.setdefault(_text_key(frame.lines[i].text), []).append((*line_center(frame.lines[i].box), rule))
+        for i in placed:
+            sightings.setdefault(_text_key(frame.lines[i].text), []).append(
+                (*line_center(frame.lines[i].box), float(frame.timestamp_s)))
         per_frame.append((readable, placed, slide))
     tol_x, tol_y = config.position_tol * width, config.position_tol * height
+    timeline = SpeechTimeline(speech or (), config)
+    spans = _unbroken_spans(frames, [placed for _, placed, _ in per_frame], tol_x, tol_y) if timeline else {}
     for f, frame in enumerate(frames):
         readable, placed, slide = per_frame[f]
-        # Slide text lasts as long as its slide: the same line at the same place is slide text on
-        # every frame, also on one that shows too little of the slide to tell (a band-only read).
+        rows = len(reading_rows([frame.lines[i].box for i in readable])) if timeline else 0
         subtitle_idx = []
         for i in placed:
             cx, cy = line_center(frame.lines[i].box)
-            seen = slide_places.get(_text_key(frame.lines[i].text), ())
-            if i not in slide and not any(abs(cx - x) <= tol_x and abs(cy - y) <= tol_y for x, y in seen):
+            near = lambda x, y: abs(cx - x) <= tol_x and abs(cy - y) <= tol_y  # noqa: E731
+            key = _text_key(frame.lines[i].text)
+            # Slide text lasts as long as its slide: the same line at the same place is slide text on
+            # every frame, also on one that shows too little of the slide to tell (a band-only read).
+            rules = {slide[i]} if i in slide else set()
+            rules.update(rule for x, y, rule in slide_places.get(key, ()) if near(x, y))
+            if timeline:
+                times = [t for x, y, t in sightings[key] if near(x, y)]
+                if rules and rules <= {SLIDE_SMALL} and timeline.heard(frame.lines[i].text, times):
+                    rules = set()  # e. heard: a caption as small as the slide's text
+                elif not rules and rows >= config.silent_block_rows and timeline.silent(times):
+                    rules = {"silent"}  # f. a block nobody speaks over
+                elif not rules and timeline.spoken_during(*spans[f, i]) >= config.outlast_segments:
+                    rules = {"outlasting"}  # g. on screen while the speech moved on
+            if not rules:
                 subtitle_idx.append(i)
         for i in readable:
             if i in subtitle_idx:

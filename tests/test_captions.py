@@ -18,9 +18,9 @@ from models.decode import DecodeConfig, decode_keyframes
 from models.ocr import OcrConfig, load_engine
 from models.textframes import TextSamplingConfig
 from schemas.elements import OcrInput
-from tests.avgen import Caption, Footage, caption_video, cjk_font, mux_av, slide_image
+from tests.avgen import Caption, Footage, caption_video, cjk_font, draw_caption, mux_av, slide_image
 from tests.conftest import TINY_MODEL, missing_prerequisite
-from transforms.ocr import read_video
+from transforms.ocr import label_with_speech, read_video
 
 pytestmark = pytest.mark.slow
 
@@ -180,10 +180,19 @@ def test_talking_head_captions_follow_the_speech(tmp_path, engine):
     samples = np.concatenate([np.zeros(int(0.3 * AUDIO_SAMPLE_RATE), np.float32)] + audio)
     path = caption_video(str(tmp_path / "talk.mp4"), captions, t + 0.4, size=SIZE, fps=25, background=head,
                          audio=samples, sample_rate=AUDIO_SAMPLE_RATE)
-    _, result = read(path, engine)
+    decoded, result = read(path, engine)
     assert [c.text for c in captions if not found(c.text, result.subtitle_lines)] == []
     assert len(result.subtitle_lines) == len(captions)
     assert found("OPEN DAILY", result.scene_texts + result.overlay_texts)
+    # with the transcript as evidence (as when the row is made): the captions are heard, still subtitles
+    from models.asr import AsrConfig, AsrEngine
+
+    asr = AsrEngine(AsrConfig(threads=2)).load().transcribe(samples)
+    assert asr.segments and "rice" in asr.text.lower(), asr.text
+    times = {f.frame_index: f.timestamp_s for f in decoded.ocr_frames}
+    heard = label_with_speech(result, times, decoded.width, decoded.height, asr.segments)
+    assert heard.subtitle_lines == result.subtitle_lines
+    assert found("OPEN DAILY", heard.scene_texts + heard.overlay_texts)
 
 
 def test_a_cut_with_a_new_caption_is_read_once(tmp_path):
@@ -204,7 +213,11 @@ def test_a_cut_with_a_new_caption_is_read_once(tmp_path):
 
 def test_narrated_slide_deck_through_the_pipeline(tmp_path, tiny_checkpoint):
     """The slide deck with a spoken narration, through `vmm extract` (DirectRunner, OCR and ASR on):
-    the `videos` row has the narration as speech, the slides as scene text and no subtitles."""
+    the `videos` row has the narration as speech and the slides as scene text. The speech is
+    evidence: a title slide shown before anyone speaks, its two rows of names and e-mails at the
+    bottom, is not subtitles (without speech it would be: two centred rows under a title), and a
+    caption as small as the slide's bullets is a subtitle because its words are spoken (without
+    speech it would be the slide's small print)."""
     import json
 
     import pyarrow.parquet as pq
@@ -212,17 +225,26 @@ def test_narrated_slide_deck_through_the_pipeline(tmp_path, tiny_checkpoint):
     from pipelines import extract
     from pipelines.make_sample import AUDIO_SAMPLE_RATE, synthesize_speech
 
-    narration = ["Hello, this talk is about searching videos.", "The index stores one vector a video.",
+    narration = ["", "Hello, this talk is about searching videos.", "The index stores one vector a video.",
                  "Thank you for listening today."]
     slots = []
     for text in narration:
+        if not text:
+            slots.append(np.zeros(4 * AUDIO_SAMPLE_RATE, np.float32))
+            continue
         speech = synthesize_speech(text)
         if speech is None:
             missing_prerequisite("espeak-ng is not installed")
         slot = np.zeros(4 * AUDIO_SAMPLE_RATE, np.float32)
         slot[AUDIO_SAMPLE_RATE // 4 : AUDIO_SAMPLE_RATE // 4 + len(speech)] = speech[: 15 * AUDIO_SAMPLE_RATE // 4]
         slots.append(slot)
-    slides = [slide_image(SIZE, title, bullets, footer) for title, bullets, footer in SLIDES]
+    silent_title = slide_image(SIZE, "Before we start", [],
+                               ["Grace Hopper   Edsger Dijkstra", "grace@example.org   edsger@example.org"])
+    captioned = slide_image(SIZE, "Questions", ["Slides are online", "Code is open source"])
+    # outlined, 11 px: as tall as the bullets once read (the outline adds to the box)
+    captioned = draw_caption(captioned, narration[3].rstrip("."), px=11)
+    slides = [silent_title] + [slide_image(SIZE, title, bullets, footer) for title, bullets, footer in SLIDES[:2]]
+    slides.append(captioned)
     path = mux_av(str(tmp_path / "talk.mp4"), np.concatenate(slots), sample_rate=AUDIO_SAMPLE_RATE, size=SIZE,
                   fps=10, frames=lambda i: slides[min(i // 40, len(slides) - 1)])
     manifest = tmp_path / "manifest.jsonl"
@@ -231,8 +253,15 @@ def test_narrated_slide_deck_through_the_pipeline(tmp_path, tiny_checkpoint):
     assert extract.run(["--input", str(manifest), "--output", str(out), "--clip-model", TINY_MODEL,
                         "--clip-pretrained", tiny_checkpoint, "--no-progress"]) == 0
     (row,) = pq.read_table(str(out / "videos")).to_pylist()
-    assert not row["ocr_subtitle_text"], row["ocr_subtitle_text"]
+    subtitles = (row["ocr_subtitle_text"] or "").split("\n")
+    assert len(subtitles) == 1 and found("Thank you for listening today", subtitles), subtitles
     scene = (row["ocr_scene_text"] or "").split("\n")
-    for text in ("Ada Lovelace Alan Turing", "Extraction cost per video matters even more", "What the index stores"):
+    for text in ("Grace Hopper Edsger Dijkstra", "grace@example.org edsger@example.org", "Ada Lovelace Alan Turing",
+                 "Extraction cost per video matters even more", "Slides are online"):
         assert found(text, scene), (text, scene)
+    # the frames table carries the same labels
+    frames = pq.read_table(str(out / "frames")).to_pylist()
+    labels = {x["text"]: x["domain"] for f in frames for x in f["ocr"] or ()}
+    assert [t for t, d in labels.items() if d == "subtitle" and found("Thank you for listening today", [t])]
+    assert not [t for t, d in labels.items() if d == "subtitle" and found("Grace Hopper Edsger Dijkstra", [t])]
     assert "thank you for listening" in (row["asr_text"] or "").lower(), row["asr_text"]  # the narration is speech

@@ -31,6 +31,8 @@ from models.ocr_domains import (
     overlay_min_count,
     reading_order,
     same_text,
+    spoken_share,
+    words,
 )
 
 W, H = 1280, 720
@@ -525,3 +527,123 @@ def test_slide_text_stays_slide_text_on_a_frame_that_shows_little_of_the_slide()
     # the same words elsewhere on screen are another line: still a subtitle there
     moved = [line("Point number 6 of the talk", 640, 660, h=32, w=700)]
     assert classify_video(video([moved, slide_lines()]), W, H).subtitle_lines == ["Point number 6 of the talk"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Speech as evidence (rules 3e, 3f)
+
+
+@dataclasses.dataclass(frozen=True)
+class Seg:
+    """Stand-in for models.asr.AsrSegment."""
+
+    start_s: float
+    end_s: float
+    text: str
+
+
+def test_words_split_latin_runs_and_cjk_characters():
+    assert words("Hello, World! don't 2024年 我进去") == ["hello", "world", "don", "t", "2024", "年", "我", "进", "去"]
+    assert words("  ~~ ") == []
+
+
+def test_spoken_share_covers_letters_not_words():
+    assert spoken_share("thankyouforlisteningtoday", {"thank", "you", "for", "listening", "today"}) == 1.0
+    assert spoken_share("adalovelacealanturing", {"i", "am", "ada", "lovelace"}) < 0.6  # "am": 2 letters
+    assert spoken_share("abc", {"a", "b", "c"}) == 0.0  # one Latin letter covers nothing
+    assert spoken_share("我进去帮他", set("我去帮")) == pytest.approx(0.6)
+    assert spoken_share("", {"x"}) == 0.0
+
+
+def test_heard_caption_as_small_as_the_slide_text_is_a_subtitle():
+    """A lecture whose captions are as small as its bullets: rule 3b takes them for the slide's small
+    print; the words spoken at that moment say it is a caption."""
+    caption = "What we built this year"
+    # the slide at t = 0, 1, 2 s of 8 (on every frame it would be overlay)
+    frames = video([slide_lines(bullet_count=4) + [line(caption, 640, 600, h=32)]] * 3 + [[]] * 5)
+    assert classify_video(frames, W, H).subtitle_lines == []
+    spoken = [Seg(0.4, 2.5, " So what we built this year is an index."), Seg(5.0, 7.0, " Next slide.")]
+    result = classify_video(frames, W, H, speech=spoken)
+    assert result.subtitle_lines == [caption]
+    assert [d[-1] for d in result.domains[:3]] == ["subtitle"] * 3
+    assert "Ada Lovelace Alan Turing" in result.scene_texts  # the footer is not spoken: still small print
+    # the same words spoken a minute later are not this caption's speech
+    later = [Seg(60.0, 62.0, " So what we built this year is an index.")]
+    assert classify_video(frames, W, H, speech=later).subtitle_lines == []
+    # two of its five words spoken is not enough
+    assert classify_video(frames, W, H, speech=[Seg(0.0, 3.0, " We sat here this morning.")]).subtitle_lines == []
+    # PP-OCR drops spaces: the words are found inside the line all the same
+    merged = video([slide_lines(bullet_count=4) + [line("Whatwebuilt thisyear", 640, 600, h=32)]] * 3 + [[]] * 5)
+    assert classify_video(merged, W, H, speech=spoken).subtitle_lines == ["Whatwebuilt thisyear"]
+
+
+def test_a_bullet_read_aloud_is_still_slide_text():
+    frames = video([slide_lines(), slide_lines()])
+    spoken = [Seg(0.0, 2.0, " Point number six of the talk. Point number 6 of the talk.")]
+    result = classify_video(frames, W, H, speech=spoken)
+    assert result.subtitle_lines == []  # a list (3a) and the footer block stay slide text
+    assert "Point number 6 of the talk" in result.scene_texts
+
+
+def title_slide():
+    return [line("Vector search at scale", 640, 150, h=56),
+            line("Ada Lovelace   Alan Turing", 640, 620, h=30), line("ada@example.org   alan@example.org", 640, 670, h=30)]
+
+
+def test_silent_title_slide_is_not_subtitles_on_a_video_with_speech():
+    """A title slide with two rows at the bottom (no rule of 3a-3d takes them: two centred rows on a
+    frame with one other row), shown before anyone speaks: a block with no speech around it."""
+    frames = video([title_slide(), title_slide(), [], [], [], [], [], []])  # the slide at 0-1 s
+    names = ["Ada Lovelace Alan Turing", "ada@example.org alan@example.org"]
+    assert classify_video(frames, W, H).subtitle_lines == names  # no speech: no evidence
+    talk = [Seg(4.0, 7.5, " Hello, this talk is about searching videos.")]
+    result = classify_video(frames, W, H, speech=talk)
+    assert result.subtitle_lines == []
+    assert all(n in result.scene_texts for n in names)
+    # spoken over (within speech_tol_s of a sighting): no evidence against
+    assert classify_video(frames, W, H, speech=[Seg(1.5, 3.0, " Hello.")]).subtitle_lines == names
+    # a segment with no words is no speech
+    assert classify_video(frames, W, H, speech=[Seg(4.0, 7.5, " ...")]).subtitle_lines == names
+
+
+def test_lone_caption_with_no_speech_around_stays_a_subtitle():
+    """One or two caption rows with nothing spoken near them (music, a line Whisper missed) keep their
+    label: silence alone is weak evidence."""
+    frames = video([[sub("Three days later")], [sub("Three days later")], [], [], [], []])
+    talk = [Seg(4.0, 5.5, " Good morning everyone.")]
+    assert classify_video(frames, W, H, speech=talk).subtitle_lines == ["Three days later"]
+    two_rows = video([[sub("First row", cy=600), sub("Second row", cy=650)], [], [], [], [], []])
+    assert classify_video(two_rows, W, H, speech=talk).subtitle_lines == ["First row", "Second row"]
+
+
+def test_no_speech_is_no_evidence():
+    for frames in (_scenario(), video([title_slide()]), video([slide_lines(bullet_count=4)])):
+        base = classify_video(frames, W, H)
+        assert classify_video(frames, W, H, speech=None) == base
+        assert classify_video(frames, W, H, speech=[]) == base
+
+
+def test_speech_settings_are_validated():
+    for kwargs in (dict(speech_match=1.5), dict(speech_tol_s=-1.0), dict(speech_min_chars=0),
+                   dict(silent_block_rows=0), dict(outlast_segments=0)):
+        with pytest.raises(ValueError):
+            DomainConfig(**kwargs)
+
+
+def test_a_line_on_screen_while_the_speech_moves_on_is_not_a_caption():
+    """A slide's tagline in the subtitle place, larger than its bullets, on screen for 30 s of talk:
+    captions change with the speech; this does not. A caption held over two sentences is still one,
+    and a line that comes back later does not count the speech in between."""
+    slide = [line("What", 640, 100, h=60), line("413M image-text pairs", 500, 250, h=40, w=500),
+             line("Source: Common Crawl", 480, 330, h=40, w=460), line("Community project", 640, 560, h=60)]
+    frames = [FrameText(k, 5.0 * k, tuple(slide)) for k in range(7)] + [FrameText(7 + k, 40.0 + k, ()) for k in range(8)]
+    talk = [Seg(2.0 + 5 * k, 6.5 + 5 * k, f" Sentence number {k} of the talk.") for k in range(7)]
+    assert classify_video(frames, W, H).subtitle_lines == ["Community project"]
+    result = classify_video(frames, W, H, speech=talk)
+    assert result.subtitle_lines == [] and "Community project" in result.scene_texts
+    held = video([[sub("Held over two sentences")]] * 2 + [[]] * 6)  # at 0 and 1 s
+    two = [Seg(0.0, 0.6, " Held over"), Seg(0.7, 1.5, " two sentences.")]
+    assert classify_video(held, W, H, speech=two).subtitle_lines == ["Held over two sentences"]
+    back = video([[sub("We will be right back")], [], [], [], [], [], [], [], [sub("We will be right back")]])
+    many = [Seg(k + 0.1, k + 0.9, f" Word {k}.") for k in range(9)]
+    assert classify_video(back, W, H, speech=many).subtitle_lines == ["We will be right back"]

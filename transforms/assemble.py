@@ -5,7 +5,9 @@ Consumes VideoInfo, (video_id, FrameFeatures), (video_id, title_emb), (video_id,
 Produces `videos`, `frames` and `asr_segments` rows as dicts shaped by `schemas.forward_index`,
 and `errors` rows from ErrorRecords. The numeric work lives in `models.pooling`.
 A video's row is written once its decode facts and keyframe embeddings are in; OCR and ASR add
-columns, and their failures are stage errors on the row. A transcript whose video then failed to
+columns, and their failures are stage errors on the row. Where a video has both, its OCR lines are
+labelled again with the ASR segments as evidence for subtitle vs slide text (`with_speech`; OCR is
+read before the speech is known). A transcript whose video then failed to
 decode (its audio is transcribed while its frames decode) is dropped: the video is an `errors` row.
 """
 
@@ -16,9 +18,11 @@ import dataclasses
 import apache_beam as beam
 import numpy as np
 
+from models.ocr_domains import DomainConfig
 from models.pooling import cosine, pool_video_embedding, topic_coherence
 from schemas import forward_index as fi
 from schemas.elements import ErrorRecord, StageError, VideoAsr, VideoInfo, VideoOcr
+from transforms.ocr import label_with_speech
 
 FRAMES = "frames"
 ASR_SEGMENTS = "asr_segments"
@@ -30,6 +34,7 @@ class AssembleConfig:
     embedding_dtype: str = fi.DEFAULT_EMBEDDING_DTYPE
     store_frame_embeddings: bool = False
     passthrough_columns: tuple[str, ...] = ()
+    domains: DomainConfig = DomainConfig()  # ReadText's: OCR lines are labelled again with the speech
 
 
 def stage_error_row(e: StageError) -> dict:
@@ -129,6 +134,17 @@ def video_row(info: VideoInfo, frame_embs: np.ndarray, title_emb: np.ndarray | N
     return row
 
 
+def with_speech(info: VideoInfo, ocr: VideoOcr | None, asr: VideoAsr | None,
+                domains: DomainConfig = DomainConfig()) -> VideoOcr | None:
+    """The video's OCR result with its speech as evidence for subtitle vs slide text (captions follow
+    speech), when it has both; else `ocr` as it is."""
+    segments = asr.result.segments if asr is not None and asr.result is not None else ()
+    if ocr is None or not segments:
+        return ocr
+    times = {m.frame_index: m.timestamp_s for m in (*info.keyframes, *info.text_frames)}
+    return label_with_speech(ocr, times, info.width, info.height, segments, domains)
+
+
 def _one(values, what: str, video_id: str):
     values = list(values)
     if len(values) > 1:
@@ -165,6 +181,7 @@ class _AssembleFn(beam.DoFn):
         title = _one(grouped["title"], "title", video_id)
         ocr = _one(grouped.get("ocr", ()), "OCR", video_id)
         asr = _one(grouped.get("asr", ()), "ASR", video_id)
+        ocr = with_speech(info, ocr, asr, self._config.domains)
         yield video_row(info, embs, title, self._config, ocr, asr)
         self._videos.inc()
         ocr_by_index = dict(ocr.frames) if ocr is not None else {}

@@ -36,7 +36,7 @@ import os
 import sys
 import threading
 import time
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import apache_beam as beam
 
@@ -99,16 +99,8 @@ def label_video(item: OcrInput, read: dict[int, list | None], errors: Sequence[S
                 domains: DomainConfig = DomainConfig()) -> VideoOcr:
     """The video's OCR result from every frame's lines (`read_frames`): domains, subtitle lines, counts.
     Only the frames' metadata is used; their images may have been dropped."""
-    per_frame = [(f, read.get(f.source)) for f in item.frames]
-    known = [(f, lines) for f, lines in per_frame if lines is not None]
-    text = classify_video(
-        [FrameText(f.frame_index, f.timestamp_s, lines) for f, lines in known], item.width, item.height, domains
-    )
-    labelled: dict[int, tuple[OcrItem, ...]] = {}
-    for (f, lines), labels in zip(known, text.domains):
-        labelled[f.frame_index] = tuple(
-            OcrItem(line.text, float(line.score), line.box, label) for line, label in zip(lines, labels)
-        )
+    known = [(f.frame_index, f.timestamp_s, read.get(f.source)) for f in item.frames]
+    text, labelled = _classify([k for k in known if k[2] is not None], item.width, item.height, domains)
     return VideoOcr(
         frames=tuple((f.frame_index, labelled.get(f.frame_index)) for f in item.frames),
         subtitle_lines=tuple(text.subtitle_lines),
@@ -117,6 +109,37 @@ def label_video(item: OcrInput, read: dict[int, list | None], errors: Sequence[S
         frames_read=len(read),
         frames_reused=len(item.frames) - len(read),
         errors=tuple(errors),
+    )
+
+
+def _classify(frames: Sequence[tuple[int, float, Sequence]], width: int, height: int, domains: DomainConfig,
+              speech: Sequence | None = None):
+    """classify_video over (frame_index, timestamp_s, lines) in time order: the video's text and each
+    frame's lines as OcrItems with their domain, by frame index."""
+    text = classify_video([FrameText(i, t, lines) for i, t, lines in frames], width, height, domains, speech)
+    labelled = {
+        i: tuple(OcrItem(line.text, float(line.score), line.box, label) for line, label in zip(lines, labels))
+        for (i, _, lines), labels in zip(frames, text.domains)
+    }
+    return text, labelled
+
+
+def label_with_speech(ocr: VideoOcr, times: Mapping[int, float], width: int, height: int,
+                      segments: Sequence, domains: DomainConfig = DomainConfig()) -> VideoOcr:
+    """`ocr` labelled again with the video's ASR segments as evidence (models.ocr_domains, rules 3e
+    and 3f): OCR is read before the speech is known, so the two meet when the video's row is made.
+    `times`: the timestamp of every frame in `ocr.frames`, by frame index. Lines, frames and counts
+    are unchanged; without segments, `ocr` itself."""
+    if not segments:
+        return ocr
+    known = [(i, times[i], items) for i, items in ocr.frames if items is not None]
+    text, labelled = _classify(known, width, height, domains, segments)
+    return dataclasses.replace(
+        ocr,
+        frames=tuple((i, labelled.get(i)) for i, _ in ocr.frames),
+        subtitle_lines=tuple(text.subtitle_lines),
+        overlay_texts=tuple(text.overlay_texts),
+        scene_texts=tuple(text.scene_texts),
     )
 
 
