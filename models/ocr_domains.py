@@ -161,7 +161,7 @@ class DomainConfig:
     slide_min_rows: int = 3
     # A caption over a slide stands out: its characters are this much larger than the slide's median.
     slide_caption_scale: float = 1.15
-    # Speech as evidence (rules 3e, 3f): Whisper's segment bounds are off by up to about a second,
+    # Speech as evidence (rules 3e-3g): Whisper's segment bounds are off by up to about a second,
     # and a caption may come up a little before or stay a little after its words.
     speech_tol_s: float = 1.0
     # Heard: this share of a line's letters and digits is covered by words spoken around it, and it has
@@ -475,7 +475,7 @@ def spoken_share(shown: str, spoken: set[str]) -> float:
 
 
 class SpeechTimeline:
-    """A video's ASR segments, asked what was spoken around a moment (rules 3e and 3f)."""
+    """A video's ASR segments, asked what was spoken around a moment (rules 3e-3g)."""
 
     def __init__(self, segments: Sequence[SpeechSegment], config: DomainConfig = DomainConfig()):
         spans = sorted((float(s.start_s), float(s.end_s), words(s.text)) for s in segments)
@@ -695,7 +695,7 @@ def classify_video(
     """Applies rules 1-4 to one video's keyframes (in time order) and collects the text by domain.
 
     `width` and `height` are those of the original frame the boxes are in. `speech`: the video's
-    ASR segments, when it was transcribed (rules 3e and 3f; None or empty: no evidence from speech).
+    ASR segments, when it was transcribed (rules 3e-3g; None or empty: no evidence from speech).
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"frame size must be positive, got {width}x{height}")

@@ -530,7 +530,7 @@ def test_slide_text_stays_slide_text_on_a_frame_that_shows_little_of_the_slide()
 
 
 # ---------------------------------------------------------------------------------------------
-# Speech as evidence (rules 3e, 3f)
+# Speech as evidence (rules 3e-3g)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -126,8 +126,8 @@ def _classify(frames: Sequence[tuple[int, float, Sequence]], width: int, height:
 
 def label_with_speech(ocr: VideoOcr, times: Mapping[int, float], width: int, height: int,
                       segments: Sequence, domains: DomainConfig = DomainConfig()) -> VideoOcr:
-    """`ocr` labelled again with the video's ASR segments as evidence (models.ocr_domains, rules 3e
-    and 3f): OCR is read before the speech is known, so the two meet when the video's row is made.
+    """`ocr` labelled again with the video's ASR segments as evidence (models.ocr_domains, rules
+    3e-3g): OCR is read before the speech is known, so the two meet when the video's row is made.
     `times`: the timestamp of every frame in `ocr.frames`, by frame index. Lines, frames and counts
     are unchanged; without segments, `ocr` itself."""
     if not segments:
