@@ -274,6 +274,63 @@ def test_deterministic(scored, indexed, log, tmp_path):
     assert _read(tmp_path / "again") == rows
 
 
+def _synthetic_log(path, indexed, n: int, distinct: int, seed: int = 0) -> str:
+    """`n` pairs over `distinct` queries of the sample's own words and its videos (1 in 50 absent)."""
+    rng = np.random.default_rng(seed)
+    ids = [v["video_id"] for v in indexed["videos"]] + ["absent"]
+    vocab = sorted({w for v in indexed["videos"] for w in _words(v["ocr_subtitle_text"]) + _words(v["title"])})
+    queries = [" ".join(rng.choice(vocab, size=int(rng.integers(1, 4)))) for _ in range(distinct)]
+    table = pa.table({"query": [queries[i] for i in rng.integers(0, len(queries), n)],
+                      "video_id": [ids[i] if rng.random() > 0.02 else "absent" for i in rng.integers(0, 3, n)],
+                      "label": rng.integers(0, 2, n)})
+    pq.write_table(table, path)
+    return str(path)
+
+
+@slow
+def test_no_output_flushed_by_a_timer_while_a_bundle_writes(indexed, tmp_path, monkeypatch):
+    """Beam's multi_threading workers flush each output stream from a timer thread every second
+    (data_plane.TimeBasedBufferingClosableOutputStream: the buffer is handed on, then cleared, with
+    no lock against the bundle's thread writing into it): what a bundle writes in between is
+    dropped. On a loaded machine that lost a block of hundreds of consecutive pairs (accounting
+    MISMATCH). Here a worker's timer, if it has one, fires every 50 ms instead of every second (as a
+    long bundle would meet it) and watches the stream for 50 ms (as when it loses the CPU between
+    taking and clearing the buffer), counting the times a bundle wrote meanwhile, without flushing
+    (forcing the loss itself corrupts Beam's streams into runaway memory). vmm score's workers flush
+    by size, on the writing thread: there must be none, and no pair lost."""
+    import threading
+    import time
+
+    from apache_beam.runners.worker import data_plane, sdk_worker
+
+    timed = data_plane.TimeBasedBufferingClosableOutputStream
+    flush, harness = timed.flush, sdk_worker.SdkHarness.__init__
+    raced = []
+
+    def watched(self):
+        if threading.current_thread() is self._periodic_flusher:
+            before = self.size()
+            time.sleep(0.05)
+            if self.size() != before:
+                raced.append(self.size() - before)
+            return  # the timer never takes the buffer here (the run stays whole): it flushes at close
+        flush(self)
+
+    def often(self, *args, data_buffer_time_limit_ms=0, **kwargs):
+        limit = min(data_buffer_time_limit_ms, 50) if data_buffer_time_limit_ms > 0 else data_buffer_time_limit_ms
+        harness(self, *args, data_buffer_time_limit_ms=limit, **kwargs)
+
+    monkeypatch.setattr(timed, "flush", watched)
+    monkeypatch.setattr(sdk_worker.SdkHarness, "__init__", often)
+    n = 20_000
+    pairs = _synthetic_log(tmp_path / "log.parquet", indexed, n, 200)
+    rc = _score(pairs, indexed, tmp_path / "f", "--codebook", indexed["codebook"], "--direct_num_workers", "4",
+                "--direct_running_mode", "multi_threading", check=False)
+    got = pq.read_table(tmp_path / "f" / "pairs", columns=["pair_index"]).column("pair_index").to_pylist()
+    assert not raced, f"{len(raced)} timer flushes while a bundle wrote {sum(raced)} bytes"
+    assert rc == 0 and sorted(got) == list(range(n)), f"{n - len(set(got))} pairs lost"
+
+
 @slow
 def test_refusals(indexed, log, tmp_path):
     base = ["--pairs", log[1], "--index", indexed["index"], "--output", str(tmp_path / "o"), "--no-progress",
@@ -312,15 +369,8 @@ def test_portable_runner_gives_the_same_rows(scored, indexed, log, tmp_path):
 def test_100k_pairs_in_bounded_memory(indexed, tmp_path):
     """A synthetic log of 100k pairs (2,000 distinct queries, 1 in 50 pairs for a video the index
     lacks) through the CLI; its peak RSS is printed and must stay far below one row per pair kept."""
-    rng = np.random.default_rng(0)
-    ids = [v["video_id"] for v in indexed["videos"]] + ["absent"]
-    vocab = sorted({w for v in indexed["videos"] for w in _words(v["ocr_subtitle_text"]) + _words(v["title"])})
-    queries = [" ".join(rng.choice(vocab, size=int(rng.integers(1, 4)))) for _ in range(2000)]
     n = 100_000
-    table = pa.table({"query": [queries[i] for i in rng.integers(0, len(queries), n)],
-                      "video_id": [ids[i] if rng.random() > 0.02 else "absent" for i in rng.integers(0, 3, n)],
-                      "label": rng.integers(0, 2, n)})
-    pq.write_table(table, tmp_path / "big.parquet")
+    _synthetic_log(tmp_path / "big.parquet", indexed, n, 2000)
     cmd = [sys.executable, "-c",
            "import resource, sys; from pipelines import score; rc = score.run(sys.argv[1:]); "
            "print('peak_rss_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024); sys.exit(rc)",
