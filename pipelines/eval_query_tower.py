@@ -13,6 +13,16 @@ import json
 import sys
 
 
+def add_text_tower_arguments(parser) -> None:
+    """--clip-pretrained and --device: the CLIP text tower's weights by the index's rule (models.query)
+    and where it runs (train-query-tower, eval-query-tower, vmm score)."""
+    parser.add_argument("--clip-pretrained", dest="clip_pretrained", default=None,
+                        help="the text tower's weights: default the index's recorded tag (or none); for an "
+                             "index built from a local checkpoint, its path (the file's id must match)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                        help="where the text tower runs (auto: CUDA when available)")
+
+
 def add_data_arguments(parser) -> None:
     """The flags train-query-tower and eval-query-tower share: the index, the pairs, the base weights."""
     from pipelines.options import INDEX_INPUT
@@ -22,11 +32,7 @@ def add_data_arguments(parser) -> None:
                         help="pairs: .jsonl, .csv or .parquet with query, video_id and optionally clicks, "
                              "impressions (weights: clicks, or clicks / impressions) and split (heldout/val/test "
                              "rows are held out)")
-    parser.add_argument("--clip-pretrained", dest="clip_pretrained", default=None,
-                        help="the base text tower's weights: default the index's recorded tag (or none); for an "
-                             "index built from a local checkpoint, its path (the file's id must match)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
-                        help="where the text tower runs (auto: CUDA when available)")
+    add_text_tower_arguments(parser)
     parser.add_argument("--torch-threads", dest="torch_threads", type=int, default=0,
                         help="torch threads (0: torch's default)")
 

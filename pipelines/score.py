@@ -48,15 +48,16 @@ from models.text import analyzer_id
 from pipelines.options import (RUN, INDEX_INPUT, IndexSource, RunConfig, UsageError, beam_flags, check,
                                main_of, new_pipeline, starting)
 from schemas import pairs as schema
-from schemas.index import file_embeddings, frame_tokens, open_file, run_of
+from schemas.index import file_embeddings, frame_tokens, open_file, run_of, vmm_metadata
 
 logger = logging.getLogger(__name__)
 
 _NAMESPACE = "vmm"
 FRAME_VECTORS = ("auto", "embedding", "token")
 VIDEO_SIGNALS = ("title_visual_similarity", "topic_coherence", "duration_s", "num_keyframes", "speech_seconds")
+# The videos columns read (bytes per pair: only these, and the embedding with its scale).
+VIDEO_COLUMNS = ("video_id", *ranking.TEXT_FIELDS, *VIDEO_SIGNALS, "stage_errors")
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
-QUERY_BUCKETS = 1024  # distinct queries are batched within these (stable) hash buckets
 
 
 # ---- configuration ---------------------------------------------------------------------------
@@ -138,10 +139,6 @@ class ScoreConfig:
             cols.append("embedding")
         return cols
 
-    @property
-    def video_columns(self) -> list[str]:
-        return ["video_id", "embedding", *ranking.TEXT_FIELDS, *VIDEO_SIGNALS]
-
 
 def _codebook_id(path: str) -> str:
     from models.codebook import Codebook
@@ -161,6 +158,23 @@ def _check_dictionary(index: IndexSource, key: str, flag: str, path: str) -> str
         raise UsageError(f"{flag} {path} is dictionary {found[:16]}, but the index's frames were tokenised "
                          f"with {', '.join(sorted(str(w)[:16] for w in wanted))}")
     return found
+
+
+def _check_tower_vectors(folder: str, info: dict, index: IndexSource) -> None:
+    """UsageError unless the tower was trained against this index's video vectors: the same
+    committed runs (cheap), else the same `vectors_id` (ids and vectors hashed, as training does:
+    an index copied or re-extracted to the same vectors passes)."""
+    from models.query_tower import load_videos
+    from schemas.index import IndexReader
+
+    trained = info.get("index") or {}
+    if trained.get("runs") and list(trained["runs"]) == list(IndexReader(index.path).runs):
+        return
+    here = load_videos(index.path, columns=()).vectors_id
+    if trained.get("vectors_id") != here:
+        raise UsageError(f"--query-tower {folder} was trained against the video vectors "
+                         f"{trained.get('vectors_id') or '(not recorded)'} of {trained.get('path') or 'another index'}, "
+                         f"but {index.path}'s are {here}: train it against this index (vmm train-query-tower)")
 
 
 def build_config(args, run: RunConfig) -> ScoreConfig:
@@ -188,6 +202,7 @@ def build_config(args, run: RunConfig) -> ScoreConfig:
         try:
             info = read_tower_info(localize(args.query_tower))
             check_tower(info, index.clip_model, index.clip_weights, where=index.path)
+            _check_tower_vectors(args.query_tower, info, index)
         except (TowerError, QueryEncoderMismatch, OSError) as e:  # TowerMismatch is a QueryEncoderMismatch
             raise UsageError(str(e)) from e
         source = QuerySource("tower", index.clip_model, index.clip_weights, path=args.query_tower,
@@ -311,6 +326,7 @@ class _EncodeQueriesFn(beam.DoFn):
         self._tokens = tokens
         self._handle = handle
         self._encoded = beam.metrics.Metrics.counter(_NAMESPACE, "queries_encoded")
+        self._batches = beam.metrics.Metrics.counter(_NAMESPACE, "query_batches")
         self._encode_ms = beam.metrics.Metrics.counter(_NAMESPACE, "query_encode_ms")
 
     def setup(self):
@@ -332,9 +348,20 @@ class _EncodeQueriesFn(beam.DoFn):
             vectors = self._encoder.encode_texts(texts)
         self._encode_ms.inc(int(round((time.perf_counter() - started) * 1000)))
         self._encoded.inc(len(texts))
+        self._batches.inc()
         for i, text in enumerate(texts):
             tok = None if tokens is None else tokens[i].astype(np.float16)
             yield text, ranking.encode_query(text, vectors[i], tok)
+
+
+def query_buckets(distinct: int, size: int) -> int:
+    """How many hash buckets `distinct` queries are batched within: about one batch of `size` each,
+    so a small log still fills its batches (a fixed count gave a log of 2k queries batches of 2)."""
+    return max(1, -(-distinct // size))
+
+
+def _bucket(text: str, buckets: int) -> tuple[int, str]:
+    return zlib.crc32(text.encode("utf-8")) % buckets, text
 
 
 def _batches(bucket, size: int):
@@ -351,12 +378,16 @@ class EncodeQueries(beam.PTransform):
 
     def expand(self, pairs):
         cfg = self._config
-        return (pairs
-                | "QueryTexts" >> beam.FlatMap(lambda p: [] if _is_empty(p[1]) else [p[1]])
-                | "DistinctQueries" >> beam.Distinct()
+        distinct = (pairs
+                    | "QueryTexts" >> beam.FlatMap(lambda p: [] if _is_empty(p[1]) else [p[1]])
+                    | "DistinctQueries" >> beam.Distinct())
+        buckets = (distinct
+                   | "CountQueries" >> beam.combiners.Count.Globally()
+                   | "Buckets" >> beam.Map(query_buckets, cfg.query_batch_size))
+        return (distinct
                 # Batches are a function of the distinct queries alone, not of how a runner bundles
                 # them: a model's output can change in the last bit with the batch it ran in.
-                | "QueryBuckets" >> beam.Map(lambda q: (zlib.crc32(q.encode("utf-8")) % QUERY_BUCKETS, q))
+                | "QueryBuckets" >> beam.Map(_bucket, beam.pvalue.AsSingleton(buckets))
                 | "GroupQueries" >> beam.GroupByKey()
                 | "BatchQueries" >> beam.FlatMap(_batches, cfg.query_batch_size)
                 | "Encode" >> beam.ParDo(_EncodeQueriesFn(cfg.query, cfg.patch_codebook is not None,
@@ -379,6 +410,28 @@ class VideoDoc:
     patch_tokens: np.ndarray | None  # int16 [F, P]
 
 
+def has_subtitles(subtitle_text: str | None, ocr_model: str | None, ocr_failed: bool) -> bool | None:
+    """`has_subtitles` of a video: its `ocr_subtitle_text` is null both when OCR found no subtitle
+    and when OCR did not run, so the run's `vmm.ocr_model` ("off": OCR off; absent: an index that
+    did not record it) and the video's OCR stage errors (a frame OCR failed on may have held them)
+    tell which: None when OCR was off, is unknown, or failed on a frame of the video."""
+    if subtitle_text is not None and subtitle_text.strip():
+        return True
+    if ocr_model in (None, "off") or ocr_failed:
+        return None
+    return False
+
+
+def _ocr_failed(table: pa.Table) -> np.ndarray:
+    """Per row: the video has a stage error of the OCR stage."""
+    failed = np.zeros(table.num_rows, bool)
+    if "stage_errors" in table.schema.names:
+        errors = table.column("stage_errors").combine_chunks()
+        stages = pc.struct_field(errors.flatten(), "stage")
+        failed[np.unique(pc.list_parent_indices(errors).to_numpy()[np.asarray(pc.equal(stages, "ocr"))])] = True
+    return failed
+
+
 class _ReadVideosFn(beam.DoFn):
     """A videos file -> (video_id, ("video", run_id, vector, texts, signals)) per row."""
 
@@ -386,17 +439,18 @@ class _ReadVideosFn(beam.DoFn):
         self._videos = beam.metrics.Metrics.counter(_NAMESPACE, "index_videos_read")
 
     def process(self, path):
-        table, vectors = file_embeddings(path, ["video_id", *ranking.TEXT_FIELDS, *VIDEO_SIGNALS])
+        table, vectors = file_embeddings(path, VIDEO_COLUMNS)
         vectors = ranking.normalize(vectors)
         run = run_of(path)
+        ocr_model = vmm_metadata(table.schema).get("vmm.ocr_model")
+        ocr_failed = _ocr_failed(table)
         columns = {n: table.column(n).to_pylist() if n in table.schema.names else [None] * table.num_rows
                    for n in ["video_id", *ranking.TEXT_FIELDS, *VIDEO_SIGNALS]}
         for i, vid in enumerate(columns["video_id"]):
             self._videos.inc()
             texts = {f: columns[f][i] for f in ranking.TEXT_FIELDS}
             signals = {s: columns[s][i] for s in VIDEO_SIGNALS}
-            subtitles = texts["ocr_subtitle_text"]
-            signals["has_subtitles"] = None if subtitles is None else bool(subtitles.strip())
+            signals["has_subtitles"] = has_subtitles(texts["ocr_subtitle_text"], ocr_model, bool(ocr_failed[i]))
             yield vid, ("video", run, vectors[i], texts, signals)
 
 
@@ -692,6 +746,8 @@ def account(config: ScoreConfig) -> dict:
 
 
 def add_arguments(parser) -> None:
+    from pipelines.eval_query_tower import add_text_tower_arguments
+
     io = parser.add_argument_group("input and output")
     io.add_argument("--pairs", required=True,
                     help="the pair log: .jsonl/.csv/.parquet file or glob (local or URI) with query and video_id "
@@ -701,17 +757,13 @@ def add_arguments(parser) -> None:
     io.add_argument("--overwrite", action="store_true", default=False,
                     help="replace the files of an earlier run in OUTPUT/pairs/")
     q = parser.add_argument_group("query encoding")
-    q.add_argument("--clip-pretrained", dest="clip_pretrained", default=None,
-                   help="weights of the text tower: default the index's recorded tag (or none); for an index "
-                        "extracted from a local checkpoint, its path (the file's id must match)")
+    add_text_tower_arguments(q)
     q.add_argument("--query-tower", dest="query_tower", default=None,
                    help="a query tower folder (vmm train-query-tower's --output) that encodes the queries instead of "
-                        "the CLIP text tower; refused unless trained against this index's model and weights")
+                        "the CLIP text tower; refused unless trained against this index's video vectors")
     q.add_argument("--query-vectors", dest="query_vectors", default=None,
                    help="Parquet table (query string, vector list<float>) of precomputed query vectors, used "
                         "instead of a text tower; every query of the log must be in it")
-    q.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
-                   help="where the models run (auto: CUDA when available)")
     q.add_argument("--query-batch-size", dest="query_batch_size", type=int, default=64,
                    help="distinct queries per text-tower call")
     f = parser.add_argument_group("frame features")
@@ -738,7 +790,8 @@ def format_summary(summary: dict) -> str:
              f"accounting {'OK' if summary['accounting_ok'] else 'MISMATCH'}"]
     if enc is not None:
         per = summary["query_encode_s"] / enc * 1000 if enc else 0.0
-        lines.append(f"queries: {enc} distinct encoded in {summary['query_encode_s']:.1f} s ({per:.2f} ms each)")
+        lines.append(f"queries: {enc} distinct encoded in {summary['query_batches']} batches, "
+                     f"{summary['query_encode_s']:.1f} s ({per:.2f} ms each)")
     lines.append(f"wall time {summary['wall_s']:.1f} s -> {summary['output']}/pairs/")
     return "\n".join(lines)
 
@@ -761,6 +814,7 @@ def execute(args, options: PipelineOptions) -> int:
     if f"{_NAMESPACE}.queries_encoded" in counters:
         summary["queries_encoded"] = counters[f"{_NAMESPACE}.queries_encoded"]
         summary["query_encode_s"] = counters.get(f"{_NAMESPACE}.query_encode_ms", 0) / 1000
+        summary["query_batches"] = counters.get(f"{_NAMESPACE}.query_batches", 0)
     nulled = counters.get(f"{_NAMESPACE}.passthrough_values_nulled", 0)
     if nulled:
         logger.warning("%d input values did not fit their column's type and are null", nulled)

@@ -59,6 +59,22 @@ def test_frame_and_patch_features_by_hand():
     assert ranking.patch_max(tokens, patches) == pytest.approx((2 ** -0.5 + 1) / 2)
 
 
+def test_has_subtitles_tells_no_subtitles_from_no_ocr():
+    from schemas.forward_index import STAGE_ERROR_TYPE
+
+    assert score.has_subtitles("字幕一行", "rapidocr:x", False) is True
+    assert score.has_subtitles(None, "rapidocr:x", False) is False  # OCR ran, found no subtitle
+    assert score.has_subtitles("  ", "rapidocr:x", False) is False
+    assert score.has_subtitles(None, "off", False) is None  # OCR off for the run
+    assert score.has_subtitles(None, None, False) is None  # an index that did not record it
+    assert score.has_subtitles(None, "rapidocr:x", True) is None  # OCR failed on a frame of the video
+    assert score.has_subtitles("字幕", "rapidocr:x", True) is True
+    error = lambda stage: {"stage": stage, "error_type": "E", "message": "m"}  # noqa: E731
+    errors = pa.array([[], [error("asr")], [error("asr"), error("ocr")], None, [error("ocr")]],
+                      pa.list_(pa.field("item", STAGE_ERROR_TYPE, nullable=False)))
+    assert score._ocr_failed(pa.table({"stage_errors": errors})).tolist() == [False, False, True, False, True]
+
+
 # ---- the sample index ------------------------------------------------------------------------
 
 
@@ -162,6 +178,14 @@ def test_one_row_per_pair_with_its_input_columns(scored, log, indexed):
             assert r["qv_video"] is not None and -1.0001 <= r["qv_video"] <= 1.0001
             assert r["qv_frame_source"] == "embedding" and r["qv_patch_max"] is not None
             assert r["num_keyframes"] >= 1 and r["duration_s"] > 0
+    # The sample was extracted with OCR on and no OCR failure: has_subtitles is never null (a video
+    # without subtitle text is false: test_has_subtitles_tells_no_subtitles_from_no_ocr).
+    videos = {v["video_id"]: v for v in indexed["videos"]}
+    assert not any(e["stage"] == "ocr" for v in videos.values() for e in v["stage_errors"])
+    for r in rows:
+        if not r["missing"]:
+            subtitles = videos[r["video_id"]]["ocr_subtitle_text"]
+            assert r["has_subtitles"] is bool(subtitles and subtitles.strip()), r
     schema = pq.read_schema(os.path.join(out, "pairs", sorted(os.listdir(os.path.join(out, "pairs")))[0]))
     meta = {k.decode(): v.decode() for k, v in schema.metadata.items()}
     assert meta["vmm.schema"] == "pairs" and meta["vmm.frame_vectors"] == "embedding"
@@ -402,12 +426,19 @@ def test_query_tower_encodes_the_queries(scored, indexed, log, tmp_path):
         torch.manual_seed(7)
         for p in tower.parameters():
             p.add_(0.05 * torch.randn_like(p))
+    here = qt.load_videos(indexed["index"], columns=()).vectors_id
+    # Recorded as train-query-tower records it, but without runs: the vectors are hashed and compared.
     qt.save_tower(str(tmp_path / "tower"), tower, {"clip_model": TINY_MODEL, "clip_weights": weights,
-                                                    "index": {"vectors_id": "sha256:x"}})
+                                                    "index": {"path": "elsewhere", "vectors_id": here}})
     qt.save_tower(str(tmp_path / "other"), tower, {"clip_model": TINY_MODEL, "clip_weights": "none",
-                                                    "index": {"vectors_id": "sha256:x"}})
+                                                    "index": {"vectors_id": here}})
+    # The same model and weights, trained against another index's vectors.
+    qt.save_tower(str(tmp_path / "another"), tower, {"clip_model": TINY_MODEL, "clip_weights": weights,
+                                                      "index": {"path": "elsewhere", "runs": ["20260101T000000-x"],
+                                                                "vectors_id": "sha256:0123456789abcdef"}})
     base = ["--pairs", log[1], "--index", indexed["index"], "--no-progress"]
     assert score.run(base + ["--output", str(tmp_path / "o"), "--query-tower", str(tmp_path / "other")]) == 2
+    assert score.run(base + ["--output", str(tmp_path / "o"), "--query-tower", str(tmp_path / "another")]) == 2
     assert score.run(base + ["--output", str(tmp_path / "o"), "--query-tower", str(tmp_path / "tower"),
                              "--clip-pretrained", indexed["checkpoint"]]) == 2
     assert score.run(base + ["--output", str(tmp_path / "t"), "--query-tower", str(tmp_path / "tower")]) == 0
