@@ -232,14 +232,15 @@ def main(argv=None) -> int:
         if proc.returncode:
             return proc.returncode
         peak = int(proc.stdout.split("peak_rss_mib")[1].split()[0])
-        encode_s = float(proc.stdout.split("distinct encoded in ")[1].split(" s")[0])
+        queries_line = proc.stdout.split("distinct encoded in ")[1].split("\n")[0]
+        batches = int(queries_line.split(" batches")[0])
+        encode_s = float(queries_line.split(", ")[1].split(" s")[0])
 
         loop_s, loop_n = plain_loop(os.path.join(root, "index"), book, os.path.join(root, "pairs.parquet"),
                                     args.loop_pairs)
-        from pipelines.score import VIDEO_SIGNALS
-        from models.ranking import TEXT_FIELDS
+        from pipelines.score import VIDEO_COLUMNS
 
-        cols = {"videos": ["video_id", "embedding", "embedding_scale", *TEXT_FIELDS, *VIDEO_SIGNALS],
+        cols = {"videos": [*VIDEO_COLUMNS, "embedding", "embedding_scale"],
                 "frames": ["video_id", "frame_index", "reason", "token"]}
         wanted, total = bytes_read(os.path.join(root, "index"), cols)
         rows = [
@@ -250,9 +251,12 @@ def main(argv=None) -> int:
         print_table(["what", "wall", "pairs/s", "vs vmm score"], rows)
         print(f"text tower: {len(texts)} distinct queries x {per_query_ms:.2f} ms = "
               f"{len(texts) * per_query_ms / 1000:.0f} s expected; the pipeline's encode counter: {encode_s:.0f} s "
+              f"in {batches} batches ({len(texts) / max(batches, 1):.1f} queries a batch) "
               f"(the loop encodes {args.pairs:,} times: {args.pairs * per_query_ms / 1000:,.0f} s in batches, more at batch 1)")
-        print(f"bytes read per pair: {wanted / args.pairs:,.1f} (columns vmm score reads) vs "
-              f"{total / args.pairs:,.1f} (every column of videos and frames)")
+        log_bytes = os.path.getsize(os.path.join(root, "pairs.parquet"))
+        print(f"bytes read per pair: {wanted / args.pairs:,.1f} of the index (the columns vmm score reads, each "
+              f"file once) vs {total / args.pairs:,.1f} (every column of videos and frames), plus "
+              f"{log_bytes / args.pairs:,.1f} of the pair log")
         print(f"peak RSS {peak} MiB; load average before {load_before}, after {load_average()}")
     finally:
         if not args.workdir:
