@@ -46,6 +46,7 @@ import contextlib
 import dataclasses
 import difflib
 import importlib
+import json
 import logging
 import os
 import sys
@@ -388,7 +389,8 @@ def new_pipeline(options):
     """`beam.Pipeline(options=options)`, except that DirectRunner is Beam's in-process runner
     (FnApiRunner, built as DirectRunner builds it) and never Prism: the direct_running_mode and
     direct_num_workers that RunConfig splits the cores by, and the models preloaded into this
-    process for in-process workers, are that runner's. Refused runners raise UsageError."""
+    process for in-process workers, are that runner's; and its in-process gRPC workers flush their
+    outputs by size (`size_flushed`: Beam's timer flush loses data). Refused runners raise UsageError."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
 
@@ -400,9 +402,36 @@ def new_pipeline(options):
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
+    class SizeFlushedRunner(fn_runner.FnApiRunner):
+        """Beam's in-process runner, its embedded gRPC workers flushing by size (`size_flushed`)."""
+
+        def run_via_runner_api(self, pipeline_proto, options):
+            size_flushed(pipeline_proto.components.environments)
+            return super().run_via_runner_api(pipeline_proto, options)
+
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-    return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision), options=options)
+    return beam.Pipeline(runner=SizeFlushedRunner(provision_info=provision), options=options)
+
+
+def size_flushed(environments) -> None:
+    """Makes Beam's embedded gRPC workers (DirectRunner multi_threading) flush their outputs by size
+    only, like every portable SDK worker (`environments`: a pipeline proto's, changed in place).
+
+    Beam gives those workers a timer thread that flushes each output stream every second
+    (data_plane.TimeBasedBufferingClosableOutputStream): it takes the buffer, hands it on and then
+    clears it, while the bundle's thread keeps writing into the same buffer without a lock.
+    Whatever a bundle wrote in between is dropped without an error; on a loaded machine the timer
+    thread loses the CPU there, and `vmm score` lost a block of hundreds of consecutive pairs. Every
+    pipeline is exposed (extract, index, train-codebook, score). A time limit <= 0 gives the
+    size-flushed stream, whose flushes run on the writing thread itself."""
+    from apache_beam.portability import python_urns
+
+    for env in environments.values():
+        if env.urn == python_urns.EMBEDDED_PYTHON_GRPC:
+            config = json.loads(env.payload or b"{}")
+            config["data_buffer_time_limit_ms"] = -1  # not 0: Beam's handler reads 0 as "its default, 1 s"
+            env.payload = json.dumps(config).encode("utf-8")
 
 
 @dataclasses.dataclass(frozen=True)

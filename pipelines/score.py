@@ -40,7 +40,6 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquet
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.utils import shared
 
 from models import ranking
@@ -670,45 +669,6 @@ def build_pipeline(p: beam.Pipeline, config: ScoreConfig):
         file_name_suffix=".parquet", shard_name_template=SHARD_TEMPLATE)
 
 
-# ---- the runner ------------------------------------------------------------------------------
-
-
-def size_flushed(environments) -> None:
-    """Makes Beam's embedded gRPC workers (DirectRunner multi_threading) flush their outputs by size
-    only, like every portable SDK worker (`environments`: a pipeline proto's, changed in place).
-
-    Beam gives those workers a timer thread that flushes each output stream every second
-    (data_plane.TimeBasedBufferingClosableOutputStream): it takes the buffer, hands it on and then
-    clears it, while the bundle's thread keeps writing into the same buffer without a lock.
-    Whatever a bundle wrote in between is dropped without an error; on a loaded machine the timer
-    thread loses the CPU there and a block of hundreds of consecutive pairs disappeared. A time
-    limit <= 0 gives the size-flushed stream, whose flushes run on the writing thread itself."""
-    from apache_beam.portability import python_urns
-
-    for env in environments.values():
-        if env.urn == python_urns.EMBEDDED_PYTHON_GRPC:
-            config = json.loads(env.payload or b"{}")
-            config["data_buffer_time_limit_ms"] = -1  # not 0: Beam's handler reads 0 as "its default, 1 s"
-            env.payload = json.dumps(config).encode("utf-8")
-
-
-class _SizeFlushedRunner(fn_runner.FnApiRunner):
-    """Beam's in-process runner, its embedded gRPC workers flushing by size (`size_flushed`)."""
-
-    def run_via_runner_api(self, pipeline_proto, options):
-        size_flushed(pipeline_proto.components.environments)
-        return super().run_via_runner_api(pipeline_proto, options)
-
-
-def _new_pipeline(options: PipelineOptions) -> beam.Pipeline:
-    """`pipelines.options.new_pipeline` (refused runners, never Prism), on `_SizeFlushedRunner`
-    where that is Beam's in-process runner."""
-    p = new_pipeline(options)
-    if type(p.runner) is not fn_runner.FnApiRunner:
-        return p
-    return beam.Pipeline(runner=_SizeFlushedRunner(provision_info=p.runner._provision_info), options=options)
-
-
 # ---- output and accounting -------------------------------------------------------------------
 
 
@@ -804,7 +764,7 @@ def execute(args, options: PipelineOptions) -> int:
         config = build_config(args, run)
     prepare_output(config.output, args.overwrite)
     started = time.perf_counter()
-    p = _new_pipeline(options)
+    p = new_pipeline(options)
     build_pipeline(p, config)
     result = p.run()
     result.wait_until_finish()
