@@ -324,15 +324,18 @@ class VectorIndex:
         q = _as_f32(self.vectors[both])
         tq, cq = q[:half], q[half:]
         tt, ct = truth[:half], truth[half:]
+        # Plans: settings of rising cost each; the deepest re-ranking first, as it reaches the target soonest.
         if self.choice.kind == "hnsw":
             plans = [[{"efSearch": ef} for ef in EF_GRID]]
         elif self.choice.kind == "hnswpca":
-            plans = [[{"efSearch": ef, "refine_factor": rf} for ef in EF_GRID if ef >= k * rf] for rf in PCA_REFINE_GRID]
+            plans = [[{"efSearch": ef, "refine_factor": rf} for ef in EF_GRID if ef >= k * rf]
+                     for rf in sorted(PCA_REFINE_GRID, reverse=True)]
         else:
             nprobes = [p for p in NPROBE_GRID if p <= self.choice.params["nlist"]]
-            plans = [[{"nprobe": p, "refine_factor": rf} for p in nprobes] for rf in REFINE_GRID]
+            plans = [[{"nprobe": p, "refine_factor": rf} for p in nprobes] for rf in sorted(REFINE_GRID, reverse=True)]
         tried, reached = [], []
-        for plan in plans:  # each plan: settings of rising cost; stop at the first that reaches the target
+        fastest = math.inf  # p50 of the fastest setting reaching the target so far
+        for plan in plans:  # stop a plan at its first setting that reaches the target, or is slower than one that did
             for setting in plan:
                 entry = self._measure(tq, tune_rows, tt, setting, k)
                 tried.append(entry)
@@ -340,6 +343,9 @@ class VectorIndex:
                             entry["recall_at_10"], entry["recall_low"], entry["p50_ms"])
                 if entry["recall_low"] >= target_recall:
                     reached.append(entry)
+                    fastest = min(fastest, entry["p50_ms"])
+                    break
+                if entry["p50_ms"] > fastest:
                     break
         if reached:
             chosen = min(reached, key=lambda e: e["p50_ms"])

@@ -108,6 +108,7 @@ def test_vector_index_reaches_its_recall_and_leaves_out_the_query(kind, tmp_path
         assert chosen and chosen[0]["recall_at_10"] == tuned.recall_at_10_tuning and tuned.tune_queries == 200
         # Reaching the target means the lower confidence bound does, not the mean.
         assert chosen[0]["recall_low"] >= 0.95 and chosen[0]["recall_low"] < chosen[0]["recall_at_10"]
+        assert chosen[0]["p50_ms"] == min(e["p50_ms"] for e in tuned.tuning if e["recall_low"] >= 0.95)
     # Measured independently of tune(): exact neighbours by numpy over float32.
     rows = np.arange(0, 3000, 97)
     f = x.astype(np.float32)
