@@ -117,9 +117,13 @@ class Cluster:
         self.rest = 0  # Flink's REST port
 
     def runner_argv(self) -> list[str]:
+        """Parallelism 2 (both slots / executor cores) served by one SDK process per TaskManager or
+        executor (its models loaded once, two bundles at a time on its threads), kept for the job's
+        later stages instead of a new process per fused stage (--environment_cache_millis)."""
         return ["--runner", "PortableRunner", "--job_endpoint", f"localhost:{self.job_port}",
                 "--environment_type", "EXTERNAL", "--environment_config", self.pool,
-                "--parallelism", str(PARALLELISM), "--sdk_worker_parallelism", str(PARALLELISM)]
+                "--parallelism", str(PARALLELISM), "--sdk_worker_parallelism", "1",
+                "--environment_cache_millis", "600000"]
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{processes.tail(p, 2000)}" for p in sorted(self.workdir.glob("*.log"))

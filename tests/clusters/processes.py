@@ -42,6 +42,11 @@ SPARK_JAVA_OPTS = [
     "--add-opens=java.base/sun.util.calendar=ALL-UNNAMED", "-Djdk.reflect.useDirectMethodHandle=false",
 ]
 
+# Every JVM of the tier (and the Spark executors): one GC thread and the C1 compiler only. A job
+# here lasts a minute or two on 2 shared cores, where C2's compile threads and G1's parallel GC
+# threads cost more CPU than they save (bench/bench_cluster.py measures the JVMs' CPU seconds).
+SMALL_JVM_OPTS = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
+
 LOG4J2 = """\
 rootLogger.level = INFO
 rootLogger.appenderRef.file.ref = MainAppender
@@ -155,7 +160,7 @@ def job_server(procs: Processes, engine: str, args: list[str], heap: str = "384m
     port = free_port()
     cp = fetch.job_server_classpath(engine)
     opts = FLINK_JAVA_OPTS if engine == "flink" else SPARK_JAVA_OPTS
-    cmd = [java(), f"-Xmx{heap}", *opts, *system, "-cp", cp, versions.JOB_SERVERS[engine]["main"],
+    cmd = [java(), f"-Xmx{heap}", *SMALL_JVM_OPTS, *opts, *system, "-cp", cp, versions.JOB_SERVERS[engine]["main"],
            "--job-port", str(port), "--artifact-port", "0", "--expansion-port", "0", *args]
     proc = procs.start(f"{engine}-job-server", cmd)
     wait_for_port(port, proc, f"Beam {engine} job server", procs.workdir / f"{engine}-job-server.out", timeout_s=180)
@@ -208,7 +213,7 @@ def flink_config(conf: Path, ports: dict, slots: int) -> None:
 
 
 def _flink_jvm(conf: Path, log: Path, memory: list[str]) -> list[str]:
-    return [java(), *memory, *FLINK_JAVA_OPTS, f"-Dlog.file={log}",
+    return [java(), *memory, *SMALL_JVM_OPTS, *FLINK_JAVA_OPTS, f"-Dlog.file={log}",
             f"-Dlog4j.configurationFile=file:{conf / 'log4j.properties'}",
             "-cp", os.path.join(fetch.flink_home(), "lib", "*")]
 
@@ -237,7 +242,7 @@ def flink_taskmanager(procs: Processes, conf: Path, name: str = "flink-taskmanag
 
 
 def _spark_jvm(heap: str) -> list[str]:
-    return [java(), f"-Xmx{heap}", *SPARK_JAVA_OPTS, "-cp", os.path.join(fetch.spark_home(), "jars", "*")]
+    return [java(), f"-Xmx{heap}", *SMALL_JVM_OPTS, *SPARK_JAVA_OPTS, "-cp", os.path.join(fetch.spark_home(), "jars", "*")]
 
 
 def spark_master(procs: Processes) -> tuple[int, int]:
@@ -265,7 +270,8 @@ def spark_job_server(procs: Processes, master_port: int, executor_memory: str) -
             "spark.executor.cores": "2", "spark.task.maxFailures": "4",
             "spark.local.dir": str(procs.workdir / "spark-local"),
             # Beam's classes ahead of Spark's on the executors too (Guava; see fetch.job_server_classpath).
-            "spark.executor.extraClassPath": fetch.job_server_classpath("spark")}
+            "spark.executor.extraClassPath": fetch.job_server_classpath("spark"),
+            "spark.executor.extraJavaOptions": " ".join(SMALL_JVM_OPTS)}
     return job_server(procs, "spark", ["--spark-master-url", f"spark://localhost:{master_port}"],
                       heap="512m", system=[f"-D{k}={v}" for k, v in conf.items()])
 
