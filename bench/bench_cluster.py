@@ -9,14 +9,15 @@ flags (ViT-B-32 with random weights, OCR and ASR on, no dictionary), the DirectR
 2 worker threads in one process (run_local.sh's choice), the Flink side as the cluster tier runs it
 (tests/test_engines.py): a JobManager and one TaskManager with 2 slots, Beam's Flink job server,
 Beam's worker pool starting the SDK workers the TaskManager asks for, --parallelism 2,
---sdk_worker_parallelism 2 (two SDK processes at a time, each with its own models), --torch-threads
-1 (2 processes on 2 cores), and Beam's --environment_cache_millis MS: 0 (Beam's default) closes a
-fused stage's SDK processes when the stage ends, so the job's next stage starts new ones; above 0
-they wait that long for the next stage of the same job.
+--sdk_worker_parallelism N (default 1, the tier's: one SDK process serving both slots, one copy of
+the models; 2 gives each slot its own process and models), --torch-threads 1 (2 bundles at once on
+2 cores), and Beam's --environment_cache_millis MS: 0 (Beam's default) closes a fused stage's SDK
+processes when the stage ends, so the job's next stage starts new ones; above 0 they wait that long
+for the next stage of the same job (the tier's: 600000).
 
 The Flink jobs run on one cluster: the first with the first MS on JVMs that have run nothing yet
 (a cluster started for this job), then each MS on the warm session cluster (what a long-running
-cluster sees). Default MS: 0 30000. The DirectRunner side runs once. Every run must write the same
+cluster sees). Default MS: 600000. The DirectRunner side runs once. Every run must write the same
 rows.
 
 Measured: wall time of `vmm extract` (submission, the job, the commit), and CPU seconds of
@@ -180,9 +181,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", default=e2e.DEFAULT_CACHE)
     parser.add_argument("--media", default=e2e.DEFAULT_MEDIA)
-    parser.add_argument("--sdk-worker-parallelism", type=int, default=2,
-                        help="SDK processes per TaskManager (Beam's --sdk_worker_parallelism; the tier's: 2)")
-    parser.add_argument("--environment-cache-ms", type=int, nargs="+", default=[0, 30000],
+    parser.add_argument("--sdk-worker-parallelism", type=int, default=1,
+                        help="SDK processes per TaskManager (Beam's --sdk_worker_parallelism; the tier's: 1)")
+    parser.add_argument("--environment-cache-ms", type=int, nargs="+", default=[600000],
                         help="Beam's --environment_cache_millis of the Flink jobs (0: Beam's default): the first "
                              "value on the cold cluster, then each value on the warm one")
     args = parser.parse_args(argv)
