@@ -487,7 +487,7 @@ class _ReadFramesFn(beam.DoFn):
         bounds = np.nonzero(sorted_ids[1:] != sorted_ids[:-1])[0] + 1
         run = run_of(path)
         for part in np.split(order, bounds):
-            yield sorted_ids[part[0]] if len(part) else None, (
+            yield ids[part[0]], (
                 "frames", run, index[part],
                 None if token is None else token[part].astype(np.int16),
                 None if patches is None else patches[part],

@@ -459,3 +459,15 @@ def test_query_tower_encodes_the_queries(scored, indexed, log, tmp_path):
     assert differ > 10
     meta = pq.read_schema(next((tmp_path / "t" / "pairs").glob("*.parquet"))).metadata
     assert meta[b"vmm.query_tower"].startswith(b"tower:") and meta[b"vmm.query_encoder"].startswith(b"tower:")
+
+
+def test_frames_are_grouped_under_their_own_video(tmp_path):
+    """A frames file whose rows are not in video order, with an OCR text frame among them: each
+    group of keyframes is named by its own video (a group named by its place in the sorted order
+    took another video's id, or ran past the end when text frames were left out)."""
+    path = tmp_path / "part-r1-00000-of-00001.parquet"
+    pq.write_table(pa.table({"video_id": ["b", "a", "b", "a", "c"], "frame_index": [0, 0, 1, 1, 0],
+                             "reason": ["first", "text", "scene", "first", "text"]}), path)
+    fn = score._ReadFramesFn(["video_id", "frame_index", "reason"], None, False)
+    got = {vid: list(part[2]) for vid, part in fn.process(str(path))}
+    assert got == {"a": [1], "b": [0, 1]}
