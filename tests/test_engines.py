@@ -1,4 +1,4 @@
-"""`vmm extract` and `vmm index` on real engines: a Flink session cluster and a Spark standalone cluster
+"""`vmm extract`, `vmm index` and `vmm score` on real engines: a Flink session cluster and a Spark standalone cluster
 of separate processes on this machine, from the engines' own jars, with Beam's job servers in front.
 
     pytest tests/test_engines.py -m flink      # or -m spark; jars: python3 tests/clusters/fetch.py
@@ -9,7 +9,9 @@ exec Beam's Go boot program, which no Python package ships.) Each engine runs th
 DirectRunner run -- the generated sample, real videos, a missing file, OCR, ASR, a frame and a patch
 dictionary -- with parallelism 2, and all four tables must equal the DirectRunner's row for row.
 Then the same again while one TaskManager / executor is killed mid-run by its PID: the engine
-retries, and the tables are still the same rows, none twice.
+retries, and the tables are still the same rows, none twice. `vmm index` and `vmm score` then run on
+each engine over the DirectRunner's index: the same shards and search results, the same feature
+rows for a pair log with a missing video and a blank query.
 
 One cluster per engine per session (module fixtures); every process started is stopped at the end,
 also when a test fails (tests/clusters/processes.py). Without the jars the tier skips locally and
@@ -318,3 +320,94 @@ def test_flink_index_equals_direct_runner(flink, inputs, direct, direct_index, t
 @pytest.mark.spark
 def test_spark_index_equals_direct_runner(spark, inputs, direct, direct_index, tmp_path):
     _index_on(spark, inputs, direct, direct_index, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# vmm score
+
+
+@pytest.fixture(scope="module")
+def pair_log(direct, tmp_path_factory) -> tuple[list[dict], str]:
+    """A small pair log over the DirectRunner index: queries from each video's own title, subtitle
+    and speech words, each paired with its video and the next one, plus a pair for the manifest's
+    missing file (no videos row: video_not_in_index) and one with a blank query (empty_query)."""
+    from models.text import analyze
+
+    videos = _rows(direct, "videos")
+    rows = []
+    for i, v in enumerate(videos):
+        words = [w for w in analyze(" ".join(filter(None, (v["title"], v["ocr_subtitle_text"], v["asr_text"]))))
+                 if len(w) > 2]
+        queries = [v["title"] or " ".join(words[:2]), " ".join(words[-3:])] if words else [v["video_id"]]
+        for j, query in enumerate(queries):
+            for other in (v, videos[(i + 1) % len(videos)]):
+                rows.append({"query": query, "video_id": other["video_id"], "label": int(other is v),
+                             "clicks": 10 * i + j})
+    rows.append({"query": "a speaking person", "video_id": "missing", "label": 0, "clicks": 1})
+    rows.append({"query": "  ", "video_id": videos[0]["video_id"], "label": 0, "clicks": 2})
+    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows, str(path)
+
+
+def score_argv(inputs, direct, pairs: str, output) -> list[str]:
+    """`vmm score`'s flags for the tier: the DirectRunner index, both dictionaries (patch features on)."""
+    return ["--pairs", pairs, "--index", direct, "--output", str(output), "--clip-pretrained", inputs["checkpoint"],
+            "--codebook", inputs["codebook"], "--patch-codebook", inputs["patch_codebook"], "--no-progress"]
+
+
+def _feature_rows(output) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(output, "pairs").glob("*.parquet"))
+    assert files, f"no feature files under {output}/pairs"
+    return sorted((r for f in files for r in pq.read_table(f).to_pylist()), key=lambda r: r["pair_index"])
+
+
+@pytest.fixture(scope="module")
+def direct_scores(inputs, direct, pair_log, tmp_path_factory):
+    from models.ranking import TEXT_FIELDS
+
+    out = tmp_path_factory.mktemp("direct-score")
+    proc = vmm("score", *score_argv(inputs, direct, pair_log[1], out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "accounting OK" in proc.stdout, proc.stdout
+    rows = _feature_rows(out)
+    # What the engines are compared with is itself a scoring of every pair: one row each, the two
+    # pairs without features said why, the others scored (not nulls, not one value for all).
+    pairs = pair_log[0]
+    assert [r["pair_index"] for r in rows] == list(range(len(pairs)))
+    assert [(r["query"], r["video_id"], r["clicks"]) for r in rows] == [(p["query"], p["video_id"], p["clicks"])
+                                                                        for p in pairs]
+    assert collections.Counter(r["missing"] for r in rows) == {None: len(pairs) - 2, "video_not_in_index": 1,
+                                                               "empty_query": 1}
+    scored = [r for r in rows if r["missing"] is None]
+    assert all(r["qv_video"] is not None and r["qv_patch_max"] is not None for r in scored)
+    assert len({r["qv_video"] for r in scored}) > len(scored) // 2
+    assert any(r[f"bm25_{f}"] for r in scored for f in TEXT_FIELDS)
+    return rows
+
+
+def _score_on(cluster, inputs, direct, pair_log, direct_scores, out: Path) -> None:
+    """`vmm score` on the cluster: exit 0, accounting OK, the DirectRunner's feature rows."""
+    proc = vmm("score", *score_argv(inputs, direct, pair_log[1], out), *cluster.runner_argv())
+    assert proc.returncode == 0, proc.stderr[-4000:] + cluster.logs()
+    assert "accounting OK" in proc.stdout, proc.stdout
+    rows = _feature_rows(out)
+    twice = [i for i, n in collections.Counter(r["pair_index"] for r in rows).items() if n > 1]
+    assert not twice, f"pairs written twice: {twice[:5]}"
+    assert rows == direct_scores
+
+
+@pytest.mark.flink
+def test_flink_score_equals_direct_runner(flink, inputs, direct, pair_log, direct_scores, tmp_path):
+    jobs_before = {j["jid"] for j in _flink_jobs(flink)}
+    _score_on(flink, inputs, direct, pair_log, direct_scores, tmp_path / "feats")
+    assert [j["state"] for j in _flink_jobs(flink) if j["jid"] not in jobs_before] == ["FINISHED"]
+
+
+@pytest.mark.spark
+def test_spark_score_equals_direct_runner(spark, inputs, direct, pair_log, direct_scores, tmp_path):
+    apps_before = set((spark.workdir / "spark-work").glob("app-*"))
+    _score_on(spark, inputs, direct, pair_log, direct_scores, tmp_path / "feats")
+    assert set((spark.workdir / "spark-work").glob("app-*")) - apps_before, "no Spark application ran"
