@@ -149,3 +149,37 @@ def local_job_service():
     finally:
         service.kill()
         service.wait()
+
+
+def watch_timer_flushes(monkeypatch, period_ms: int) -> list:
+    """Beam's multi_threading workers flush each output stream from a timer thread (data_plane.
+    TimeBasedBufferingClosableOutputStream: the buffer is handed on, then cleared, unlocked against
+    the bundle's thread writing into it), losing what a bundle writes in between. From here on a
+    worker's timer, where it has one, fires every `period_ms` and, instead of flushing, watches its
+    stream for `period_ms` (as when it loses the CPU between taking and clearing the buffer); the
+    returned list gets the bytes a bundle wrote in each such window. Nothing is lost meanwhile (the
+    stream flushes at close); forcing the loss itself corrupts Beam's streams into runaway memory."""
+    import threading
+
+    from apache_beam.runners.worker import data_plane, sdk_worker
+
+    timed = data_plane.TimeBasedBufferingClosableOutputStream
+    flush, harness = timed.flush, sdk_worker.SdkHarness.__init__
+    raced: list = []
+
+    def watched(self):
+        if threading.current_thread() is self._periodic_flusher:
+            before = self.size()
+            time.sleep(period_ms / 1000)
+            if self.size() != before:
+                raced.append(self.size() - before)
+            return
+        flush(self)
+
+    def often(self, *args, data_buffer_time_limit_ms=0, **kwargs):
+        limit = period_ms if data_buffer_time_limit_ms > 0 else data_buffer_time_limit_ms
+        harness(self, *args, data_buffer_time_limit_ms=limit, **kwargs)
+
+    monkeypatch.setattr(timed, "flush", watched)
+    monkeypatch.setattr(sdk_worker.SdkHarness, "__init__", often)
+    return raced

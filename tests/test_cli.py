@@ -14,7 +14,7 @@ import pytest
 
 from models.decode import DecodeConfig, decode_keyframes
 from pipelines import cli, options
-from tests.conftest import REPO, TINY_MODEL
+from tests.conftest import REPO, TINY_MODEL, watch_timer_flushes
 
 
 def _vmm(*argv, cwd=REPO, timeout=600):
@@ -241,33 +241,13 @@ def test_local_pipelines_lose_no_output_to_beams_timer_flush(monkeypatch, fixed)
     a worker has one, fires every 20 ms and watches the stream for 20 ms instead of flushing,
     counting the windows in which a bundle wrote. new_pipeline's workers must have no timer; the
     plain runner (fixed=False) shows the check can fail."""
-    import threading
     import time
 
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
-    from apache_beam.runners.worker import data_plane, sdk_worker
     from apache_beam.testing.util import assert_that, equal_to
 
-    timed = data_plane.TimeBasedBufferingClosableOutputStream
-    flush, harness = timed.flush, sdk_worker.SdkHarness.__init__
-    raced = []
-
-    def watched(self):
-        if threading.current_thread() is self._periodic_flusher:
-            before = self.size()
-            time.sleep(0.02)
-            if self.size() != before:
-                raced.append(self.size() - before)
-            return
-        flush(self)
-
-    def often(self, *args, data_buffer_time_limit_ms=0, **kwargs):
-        limit = 20 if data_buffer_time_limit_ms > 0 else data_buffer_time_limit_ms
-        harness(self, *args, data_buffer_time_limit_ms=limit, **kwargs)
-
-    monkeypatch.setattr(timed, "flush", watched)
-    monkeypatch.setattr(sdk_worker.SdkHarness, "__init__", often)
+    raced = watch_timer_flushes(monkeypatch, 20)
     opts = PipelineOptions(["--runner", "DirectRunner", "--direct_num_workers", "2",
                             "--direct_running_mode", "multi_threading"])
     n = 200_000

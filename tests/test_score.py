@@ -25,7 +25,7 @@ from pipelines import score
 from pipelines import train_codebook
 from schemas import pairs as pairs_schema
 from schemas.index import IndexReader, frame_tokens
-from tests.conftest import REPO, TINY_MODEL, local_job_service
+from tests.conftest import REPO, TINY_MODEL, local_job_service, watch_timer_flushes
 from tests.test_pipeline import run_extract
 
 slow = pytest.mark.slow
@@ -322,30 +322,7 @@ def test_no_output_flushed_by_a_timer_while_a_bundle_writes(indexed, tmp_path, m
     taking and clearing the buffer), counting the times a bundle wrote meanwhile, without flushing
     (forcing the loss itself corrupts Beam's streams into runaway memory). vmm score's workers flush
     by size, on the writing thread: there must be none, and no pair lost."""
-    import threading
-    import time
-
-    from apache_beam.runners.worker import data_plane, sdk_worker
-
-    timed = data_plane.TimeBasedBufferingClosableOutputStream
-    flush, harness = timed.flush, sdk_worker.SdkHarness.__init__
-    raced = []
-
-    def watched(self):
-        if threading.current_thread() is self._periodic_flusher:
-            before = self.size()
-            time.sleep(0.05)
-            if self.size() != before:
-                raced.append(self.size() - before)
-            return  # the timer never takes the buffer here (the run stays whole): it flushes at close
-        flush(self)
-
-    def often(self, *args, data_buffer_time_limit_ms=0, **kwargs):
-        limit = min(data_buffer_time_limit_ms, 50) if data_buffer_time_limit_ms > 0 else data_buffer_time_limit_ms
-        harness(self, *args, data_buffer_time_limit_ms=limit, **kwargs)
-
-    monkeypatch.setattr(timed, "flush", watched)
-    monkeypatch.setattr(sdk_worker.SdkHarness, "__init__", often)
+    raced = watch_timer_flushes(monkeypatch, 50)
     n = 20_000
     pairs = _synthetic_log(tmp_path / "log.parquet", indexed, n, 200)
     rc = _score(pairs, indexed, tmp_path / "f", "--codebook", indexed["codebook"], "--direct_num_workers", "4",
