@@ -669,5 +669,6 @@ def run(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     from pipelines.options import main_of
+    from pipelines.process_exit import exit_process
 
-    sys.exit(main_of("index")())
+    exit_process(main_of("index"))

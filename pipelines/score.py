@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sys
 import time
 import zlib
 
@@ -793,4 +792,6 @@ def run(argv: list[str]) -> int:
 main = main_of("score")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipelines.process_exit import exit_process
+
+    exit_process(main)
