@@ -70,6 +70,14 @@ def current_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def _vm_hwm_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 class PeakRss:
     """Peak RSS growth (MiB) over a block. Linux: resets the high-water mark first (clear_refs 5), so
     each block is measured on its own; elsewhere it is the growth of the process's all-time peak."""
@@ -84,7 +92,8 @@ class PeakRss:
         return self
 
     def __exit__(self, *exc):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # VmHWM is this process's own mark; ru_maxrss also keeps the parent's mark from exec time
+        peak = _vm_hwm_kb() if CAN_RESET_PEAK else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.mib = max(0, peak - self._base) / 1024.0
         return False
 

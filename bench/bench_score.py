@@ -219,8 +219,9 @@ def main(argv=None) -> int:
         out = os.path.join(root, "feats")
         shutil.rmtree(out, ignore_errors=True)
         cmd = [sys.executable, "-c",
-               "import resource, sys; from pipelines.score import main; rc = main(sys.argv[1:]); "
-               "print('peak_rss_mib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024); sys.exit(rc)",
+               "import sys; from pipelines.score import main; rc = main(sys.argv[1:]); "
+               "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]; "
+               "print('peak_rss_mib', int(hwm.split()[1]) // 1024); sys.exit(rc)",
                "--pairs", os.path.join(root, "pairs.parquet"), "--index", os.path.join(root, "index"),
                "--output", out, "--codebook", book, "--no-progress", "--direct_num_workers", "2",
                "--direct_running_mode", "multi_threading"]

@@ -369,12 +369,15 @@ def test_portable_runner_gives_the_same_rows(scored, indexed, log, tmp_path):
 @slow
 def test_100k_pairs_in_bounded_memory(indexed, tmp_path):
     """A synthetic log of 100k pairs (2,000 distinct queries, 1 in 50 pairs for a video the index
-    lacks) through the CLI; its peak RSS is printed and must stay far below one row per pair kept."""
+    lacks) through the CLI; its peak RSS is printed and must stay far below one row per pair kept.
+    The peak is the child's own VmHWM: getrusage's ru_maxrss of a child started by subprocess (vfork +
+    exec) begins at the parent's high-water mark, which in the full suite is pytest's ~3 GB."""
     n = 100_000
     _synthetic_log(tmp_path / "big.parquet", indexed, n, 2000)
     cmd = [sys.executable, "-c",
-           "import resource, sys; from pipelines import score; rc = score.run(sys.argv[1:]); "
-           "print('peak_rss_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024); sys.exit(rc)",
+           "import sys; from pipelines import score; rc = score.run(sys.argv[1:]); "
+           "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]; "
+           "print('peak_rss_mb', int(hwm.split()[1]) // 1024); sys.exit(rc)",
            "--pairs", str(tmp_path / "big.parquet"), "--index", indexed["index"], "--output", str(tmp_path / "f"),
            "--codebook", indexed["codebook"], "--clip-pretrained", indexed["checkpoint"], "--no-progress"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
@@ -382,7 +385,7 @@ def test_100k_pairs_in_bounded_memory(indexed, tmp_path):
     assert "accounting OK" in proc.stdout
     peak = int(proc.stdout.split("peak_rss_mb")[1].split()[0])
     print(proc.stdout, f"peak RSS {peak} MB for {n} pairs")
-    assert peak < 3000
+    assert peak < 2000
     counts = collections.Counter(pq.read_table(tmp_path / "f" / "pairs").column("missing").to_pylist())
     assert sum(counts.values()) == n and counts["video_not_in_index"] > 1000
 
