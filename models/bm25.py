@@ -119,19 +119,24 @@ class TextIndex:
         rows = searcher.fast_field_values(ROW, [addr for _, addr in hits]) if hits else []
         return {int(r): float(s) for (s, _), r in zip(hits, rows)}
 
-    def search(self, query: str, k: int) -> list[tuple[int, float]]:
-        """[(row, score)] of the k best videos, best first (ties: lower row)."""
-        terms = self.query_terms(query)
-        if not terms or k <= 0:
-            return []
+    def query(self, terms: list[str]):
+        """The tantivy query `search` runs for a query's terms: a disjunction of every (field, term),
+        each term query boosted by its field's weight."""
         tantivy = _tantivy()
         clauses = []
         for field, weight in self.fields.items():
             for term in terms:
                 q = tantivy.Query.term_query(self.schema, field, term)
                 clauses.append((tantivy.Occur.Should, tantivy.Query.boost_query(q, float(weight)) if weight != 1 else q))
+        return tantivy.Query.boolean_query(clauses)
+
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        """[(row, score)] of the k best videos, best first (ties: lower row)."""
+        terms = self.query_terms(query)
+        if not terms or k <= 0:
+            return []
         searcher = self.searcher
-        hits = searcher.search(tantivy.Query.boolean_query(clauses), limit=k, count=False).hits
+        hits = searcher.search(self.query(terms), limit=k, count=False).hits
         if not hits:
             return []
         rows = searcher.fast_field_values(ROW, [addr for _, addr in hits])
