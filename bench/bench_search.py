@@ -260,6 +260,12 @@ def bench_text(args) -> dict:
     from models.bm25 import TextIndex
     from models.text import analyze
 
+    if not args.no_bm25s:  # refused before the minutes of building, not after
+        try:
+            import bm25s  # noqa: F401
+        except ImportError as e:
+            raise SystemExit("bench_search text: bm25s is not installed (it is not one of vmm's "
+                             "dependencies): pip install bm25s, or pass --no-bm25s") from e
     weights = {"title": 2.0, "ocr_subtitle_text": 1.0, "ocr_scene_text": 0.7, "asr_text": 1.0}
     gen, docs = _text_docs(args.n, args.seed)
     queries = [gen.query(3) for _ in range(args.queries)]
