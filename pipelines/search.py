@@ -25,7 +25,6 @@ model once per Searcher (models.query). A Searcher answers queries from several 
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import json
 import logging
@@ -34,10 +33,12 @@ import sys
 import threading
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models import fusion as fusion_lib
 from models.query import QueryEncoderMismatch
+from pipelines.index import FORMAT, PASSAGES_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -100,28 +101,15 @@ class _Shard:
             from models.visual_words import VisualWordIndex
 
             self.visual = VisualWordIndex.load(os.path.join(folder, "visual.npz"))
-        self._passages = pq.ParquetFile(os.path.join(folder, "passages.parquet"))
-        meta = self._passages.metadata
-        stats = [meta.row_group(i).column(0).statistics for i in range(meta.num_row_groups)]
-        if all(st is not None and st.has_min_max for st in stats):
-            self._group_lo = [st.min for st in stats]
-            self._group_hi = [st.max for st in stats]
-        else:  # no statistics: every group may hold any row
-            self._group_lo = [-1] * len(stats)
-            self._group_hi = [1 << 62] * len(stats)
+        # Memory-mapped, zero-copy: a cold start pages in only the row column and the lines it shows.
+        self._passages = pa.ipc.open_file(pa.memory_map(os.path.join(folder, PASSAGES_FILE))).read_all()
+        rows = self._passages.column("row")
+        self._passage_rows = np.concatenate([c.to_numpy() for c in rows.chunks]) if rows.num_chunks else np.zeros(0, np.int64)
 
     def passages(self, row: int) -> list[dict]:
-        """The passages of one row: the file is sorted by row, so the row groups whose [min, max]
-        holds it are found by bisection and only those are read (a few hundred rows each)."""
-        out = []
-        i = bisect.bisect_left(self._group_hi, row)
-        while i < len(self._group_lo) and self._group_lo[i] <= row:
-            if row <= self._group_hi[i]:
-                t = self._passages.read_row_group(i)
-                rows = t.column("row").to_numpy()
-                out += t.filter(rows == row).to_pylist()
-            i += 1
-        return out
+        """The passages of one row: the file is sorted by row, so its lines are one slice."""
+        lo, hi = np.searchsorted(self._passage_rows, [row, row + 1])
+        return self._passages.slice(int(lo), int(hi - lo)).to_pylist()
 
 
 class Searcher:
@@ -138,6 +126,9 @@ class Searcher:
                 self.info = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise SearchError(f"cannot read {index_json}: {e}") from e
+        if self.info.get("format") != FORMAT:
+            raise SearchError(f"{path} was built by another version of vmm (format {self.info.get('format')}, this "
+                              f"vmm reads {FORMAT}): rebuild it with vmm index --overwrite or --update")
         if not self.info.get("counts", {}).get("videos"):
             raise SearchError(f"the search index {path} holds no videos")
         self.shards = [_Shard(os.path.join(path, f"shard-{r['shard']:05d}"), self.info, r) for r in self.info["shards"]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -272,6 +273,21 @@ def test_update_adds_the_new_runs_and_matches_a_fresh_build(corpus):
     assert updated.search(like=COPY_ID, k=3)[0].video_id == corpus["videos"][0]["video_id"]
     # Nothing new: nothing to do.
     assert _build(corpus["out"], corpus["updated"], "--update") == 0
+
+
+def test_an_index_of_another_format_is_refused_and_update_rebuilds_it(corpus, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(corpus["search"], old)
+    index_json = old / "index.json"
+    info = json.loads(index_json.read_text(encoding="utf-8"))
+    index_json.write_text(json.dumps(dict(info, format="vmm-search-1")), encoding="utf-8")
+    with pytest.raises(SearchError, match="another version of vmm"):
+        Searcher(str(old))
+    assert _build(corpus["out"], old, "--update", "--codebook", corpus["dict"]) == 0
+    rebuilt = Searcher(str(old), clip_pretrained=corpus["checkpoint"])
+    assert rebuilt.info["format"] == info["format"] and rebuilt.info["counts"] == info["counts"]
+    hits = rebuilt.search(SIGN_TEXT, k=1, queues=["text"])
+    assert hits[0].video_id == SIGN_ID and SIGN_TEXT in hits[0].queues["text"].snippet
 
 
 def test_shards_built_by_beam_answer_like_one(corpus, tmp_path):
