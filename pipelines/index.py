@@ -386,7 +386,7 @@ def _build_vectors(folder: str, vectors: np.ndarray, spec: BuildSpec, old: dict 
     previous = ann.AnnChoice.from_json(old["record"]["vector"]) if old and old["record"].get("vector") else None
     if previous is not None and previous.kind == choice.kind:  # Flat, HNSW and a trained IVF take additions
         index = ann.VectorIndex.load(path, previous, vectors, mmap=False)
-        index.index.add(np.ascontiguousarray(vectors[base:], np.float32))
+        index.add(vectors[base:], base)
         index.choice = dataclasses.replace(previous, count=n, memory_bytes=choice.memory_bytes)
         how = f"added {n - base} vectors to the existing {previous.kind} index"
     else:

@@ -73,6 +73,7 @@ def test_plan_follows_count_and_budget():
     # Past HNSW_MAX the full-dimension graph is too slow to build, whatever the memory: PCA + HNSW.
     big = ann.plan_index(1_000_000, 512, 4 << 30)
     assert big.kind == "hnswpca" and big.factory == "PCA128,HNSW32,Flat" and "build" in big.reason
+    assert big.params["reorder_cells"] == ann.REORDER_CELLS
     assert ann.plan_index(ann.HNSW_MAX + 1, 512, 64 << 30).kind == "hnswpca"
     # A full graph over the budget: the PCA graph when it fits, then 8-bit IVF codes, then PQ.
     assert ann.plan_index(200_000, 512, 200 << 20).kind == "hnswpca"
@@ -94,7 +95,7 @@ def test_vector_index_reaches_its_recall_and_leaves_out_the_query(kind, tmp_path
         choice = ann.AnnChoice("hnsw", len(x), x.shape[1], "HNSW32,Flat", 0, "test", params={"M": 16, "efConstruction": 40})
     elif kind == "hnswpca":
         choice = ann.AnnChoice("hnswpca", len(x), x.shape[1], "PCA16,HNSW32,Flat", 0, "test",
-                               params={"M": 16, "efConstruction": 40, "pca_dim": 16})
+                               params={"M": 16, "efConstruction": 40, "pca_dim": 16, "reorder_cells": 16})
     elif kind == "ivfsq":
         choice = ann.AnnChoice("ivfsq", len(x), x.shape[1], "IVF64,SQ8", 0, "test", params={"nlist": 64})
     else:
@@ -124,6 +125,30 @@ def test_vector_index_reaches_its_recall_and_leaves_out_the_query(kind, tmp_path
     index.save(path)
     again = ann.VectorIndex.load(path, tuned, x)
     assert np.array_equal(again.search(f[rows], 10, exclude=rows)[1], found)
+
+
+def test_reordered_graph_returns_the_vectors_own_rows_and_takes_additions():
+    import faiss
+
+    x = _cone(4000).astype(np.float16)
+    params = {"M": 16, "efConstruction": 40, "pca_dim": 16, "reorder_cells": 32}
+    choice = ann.AnnChoice("hnswpca", 3000, x.shape[1], "PCA16,HNSW32,Flat", 0, "test", params=params)
+    index = ann.VectorIndex(ann.build_index(x[:3000], choice), choice, x[:3000])
+    order = faiss.vector_to_array(index.index.id_map)
+    # The nodes were renumbered (not the identity), each row once, grouped by cell.
+    assert sorted(order) == list(range(3000)) and (order != np.arange(3000)).sum() > 2000
+    plain = ann.VectorIndex(ann.build_index(x[:3000], dataclasses.replace(choice, params={**params, "reorder_cells": 0})),
+                            choice, x[:3000])
+    setting = {"efSearch": 64, "refine_factor": 5}
+    f = x.astype(np.float32)
+    # Same graph, numbered differently: the same rows come back as without the renumbering.
+    assert np.array_equal(index.search(f[:200], 10, setting=setting)[1], plain.search(f[:200], 10, setting=setting)[1])
+    # --update: rows 3000.. added to the id-mapped index come back as themselves.
+    index.add(x[3000:], 3000)
+    index.vectors = x
+    index.choice = dataclasses.replace(choice, count=4000)
+    _, rows = index.search(f[3000:], 1, setting=setting)
+    assert (rows[:, 0] == np.arange(3000, 4000)).mean() > 0.95
 
 
 def test_tune_records_recall_measured_on_queries_it_did_not_tune_on(monkeypatch):
