@@ -358,7 +358,7 @@ def query_buckets(distinct: int, size: int) -> int:
     return max(1, -(-distinct // size))
 
 
-def _bucket(text: str, buckets: int) -> tuple[int, str]:
+def _bucket(text, buckets: int):  # no hints: Beam 2.78 infers Optional[str] from QueryTexts
     return zlib.crc32(text.encode("utf-8")) % buckets, text
 
 
