@@ -103,8 +103,7 @@ class _Shard:
             self.visual = VisualWordIndex.load(os.path.join(folder, "visual.npz"))
         # Memory-mapped, zero-copy: a cold start pages in only the row column and the lines it shows.
         self._passages = pa.ipc.open_file(pa.memory_map(os.path.join(folder, PASSAGES_FILE))).read_all()
-        rows = self._passages.column("row")
-        self._passage_rows = np.concatenate([c.to_numpy() for c in rows.chunks]) if rows.num_chunks else np.zeros(0, np.int64)
+        self._passage_rows = self._passages.column("row").to_numpy()
 
     def passages(self, row: int) -> list[dict]:
         """The passages of one row: the file is sorted by row, so its lines are one slice."""
