@@ -303,6 +303,63 @@ def test_text_encoding_stops_at_the_end_token_and_equals_open_clip(tiny_checkpoi
     assert np.abs(full[0] - full[1]).max() > 1e-3  # different texts, different vectors
 
 
+def test_bf16_text_tower_is_close_to_fp32_runs_its_own_path_and_leaves_the_model_alone(tiny_checkpoint):
+    """`precision="bf16"` runs the text tower's products in bfloat16: its vectors are within
+    rounding of fp32's (cosine), yet not fp32's bits (so the bf16 path ran); different texts stay
+    apart; the shared model's parameters stay float32; images are encoded in fp32 as before."""
+    import torch
+
+    from models import clip
+    from models.query import QueryEncoder
+
+    recorded = clip.weights_id(clip.ClipConfig("vmm-tiny-vit", tiny_checkpoint))
+    exact = QueryEncoder("vmm-tiny-vit", recorded, tiny_checkpoint)
+    fast = QueryEncoder("vmm-tiny-vit", recorded, tiny_checkpoint, precision="bf16")
+    texts = ["红色水壶 kettle", "a", "a man riding a horse along the beach at sunset " * 12, "Kettle 2024!"]
+    ref = exact.encode_texts(texts)
+    for text, want in zip(texts, ref):
+        got = fast.encode_text(text)
+        assert got.dtype == np.float32 and abs(np.linalg.norm(got) - 1) < 1e-5
+        assert float(got @ want) >= 0.999, text
+        assert np.abs(got - want).max() > 0, "the bf16 path returned fp32's vector: it did not run"
+    got = fast.encode_texts(texts)
+    assert np.abs(got[0] - got[3]).max() > 1e-3
+    assert all(p.dtype == torch.float32 for p in fast.load().model.parameters())
+    img = (np.random.default_rng(0).random((80, 120, 3)) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(fast.encode_image(img), exact.encode_image(img))
+    with pytest.raises(ValueError, match="query precision"):
+        QueryEncoder("vmm-tiny-vit", recorded, tiny_checkpoint, precision="int4")
+
+
+def test_bf16_text_tower_answers_threads_as_it_answers_one(tiny_checkpoint):
+    """Several threads encode at once through one bf16 tower: each text gets what it gets alone."""
+    import concurrent.futures
+
+    from models import clip
+
+    enc = clip.ClipEncoder(clip.ClipConfig("vmm-tiny-vit", tiny_checkpoint)).load()
+    tower = clip.Bf16TextTower(enc)
+    texts = [f"query {i} 红色 kettle {'x ' * (i % 7)}" for i in range(24)]
+    alone = [tower.encode_texts([t])[0] for t in texts]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda t: tower.encode_texts([t])[0], texts * 4))
+    for i, vec in enumerate(together):
+        np.testing.assert_allclose(vec, alone[i % len(texts)], atol=1e-6)
+
+
+def test_bf16_text_tower_refuses_a_tower_it_cannot_run(tiny_checkpoint):
+    import copy
+
+    from models import clip
+
+    enc = clip.ClipEncoder(clip.ClipConfig("vmm-tiny-vit", tiny_checkpoint)).load()
+    assert clip.Bf16TextTower.unsupported(enc) is None
+    other = copy.copy(enc)
+    other.causal_text = False  # e.g. a SigLIP or HF text tower
+    with pytest.raises(ValueError, match="not open_clip's causal CLIP transformer"):
+        clip.Bf16TextTower(other)
+
+
 def test_query_encoder_caches_recent_text_vectors(tiny_checkpoint):
     from models import clip
     from models.query import QueryEncoder
