@@ -111,11 +111,22 @@ class _Shard:
         return self._passages.slice(int(lo), int(hi - lo)).to_pylist()
 
 
+def _short_openmp_spin() -> None:
+    """Before torch is first imported: its OpenMP (GNU libgomp) workers spin after each parallel region
+    for GOMP_SPINCOUNT iterations (300,000 by default) before they sleep: after the text tower they
+    held the second core for milliseconds, in the way of the vector and text queues that follow.
+    10,000 cuts that (1M videos, 2 cores, bf16 tower: tower, then the text and vector queues in
+    parallel, 24.1 -> 19.4 ms p50 without fusion; 1,000 slowed the tower itself). Read once, when libgomp loads, so
+    this does nothing once torch is imported, and a value the user set is kept."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
+
 class Searcher:
     """A search index, loaded once. `search()` is safe to call from several threads."""
 
     def __init__(self, path: str, *, clip_pretrained: str | None = None, query_tower: str | None = None,
-                 device: str = "cpu", threads: int = 0):
+                 device: str = "cpu", threads: int = 0, query_precision: str = "fp32"):
         self.path = path
         index_json = os.path.join(path, INDEX_JSON)
         if not os.path.isfile(index_json):
@@ -135,7 +146,15 @@ class Searcher:
         for s, shard in enumerate(self.shards):
             for row, vid in enumerate(shard.ids):
                 self.where[vid] = (s, row)
+        from models.clip import TEXT_PRECISIONS
+
+        if query_precision not in TEXT_PRECISIONS:
+            raise SearchError(f"query precision must be one of {', '.join(TEXT_PRECISIONS)}, got {query_precision!r}")
+        if query_precision != "fp32" and query_tower is not None:
+            raise SearchError(f"query precision {query_precision} applies to the CLIP text tower; a query tower "
+                              f"(--query-tower) encodes in fp32")
         self._pretrained = clip_pretrained
+        self._precision = query_precision
         self._device, self._threads = device, threads
         self._encoder = None
         self._lock = threading.Lock()
@@ -148,6 +167,8 @@ class Searcher:
             self._tower = QueryTower(query_tower, self.info["clip_model"], self.info["clip_weights"],
                                      device=device, threads=threads)
         self._codebooks = None
+        self._executor = None
+        _short_openmp_spin()
 
     # ---- models (loaded on first use) ---------------------------------------------------------
 
@@ -158,7 +179,8 @@ class Searcher:
                     from models.query import QueryEncoder
 
                     self._encoder = QueryEncoder(self.info["clip_model"], self.info["clip_weights"], self._pretrained,
-                                                 device=self._device, threads=self._threads)
+                                                 device=self._device, threads=self._threads,
+                                                 precision=self._precision)
         return self._encoder
 
     def _dictionaries(self):
@@ -175,6 +197,17 @@ class Searcher:
                         patch = Codebook.load(os.path.join(self.path, "patch_codebook"))
                     self._codebooks = (frame, patch)
         return self._codebooks
+
+    def _pool(self):
+        """The threads that run a query's text queue beside its vector queue (made on first use)."""
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    import concurrent.futures
+
+                    self._executor = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="vmm-search")
+        return self._executor
 
     # ---- queues -------------------------------------------------------------------------------
 
@@ -269,11 +302,17 @@ class Searcher:
         if kind == "query":
             if not query.strip():
                 raise SearchError("the query is empty")
-            if "text" in queues:
-                results["text"] = self._text_queue(query, depths["text"])
             if "vector" in queues:
                 vec = (self._tower or self._query_encoder()).encode_text(query)
+                # The text queue on a worker thread while this one searches the vectors: both release
+                # the GIL (tantivy, faiss), so on 2 cores they take the longer of the two, not the sum.
+                # Not during the text tower, which already uses every core.
+                text = self._pool().submit(self._text_queue, query, depths["text"]) if "text" in queues else None
                 results["vector"] = self._vector_queue(vec, depths["vector"])
+                if text is not None:
+                    results["text"] = text.result()
+            elif "text" in queues:
+                results["text"] = self._text_queue(query, depths["text"])
         elif kind == "image":
             img = image
             if isinstance(image, (str, os.PathLike)):
@@ -396,6 +435,10 @@ def add_arguments(parser) -> None:
                         help="a query tower folder (vmm train-query-tower's --output) that encodes --query text "
                              "instead of the base CLIP text tower; refused unless trained against this index's "
                              "model and weights")
+    parser.add_argument("--query-precision", default="fp32", choices=("fp32", "bf16"),
+                        help="the CLIP text tower's matrix products: fp32 (default, as vmm extract and vmm score "
+                             "encode) or bf16 (about half the time of a query on CPUs with AVX512-BF16 or AMX; "
+                             "cosine >= 0.9999 to fp32)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto, for query encoding (default cpu)")
     parser.add_argument("--torch-threads", type=int, default=0,
                         help="torch threads for query encoding (default 0: torch's own)")
@@ -411,7 +454,7 @@ def execute(args, options=None) -> int:
         if args.k < 1:
             raise SearchError("--k must be >= 1")
         searcher = Searcher(args.index, clip_pretrained=args.clip_pretrained, query_tower=args.query_tower,
-                            device=args.device, threads=args.torch_threads)
+                            device=args.device, threads=args.torch_threads, query_precision=args.query_precision)
         queues = args.queues.split(",") if args.queues else None
         hits = searcher.search(args.query, image=args.image, like=args.like, k=args.k, queues=queues,
                                fusion=args.fusion, depth=args.depth, rrf_k=args.rrf_k)

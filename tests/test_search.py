@@ -302,6 +302,43 @@ def test_shards_built_by_beam_answer_like_one(corpus, tmp_path):
     assert sharded.search(SIGN_TEXT, k=1, queues=["text"])[0].video_id == SIGN_ID
 
 
+def test_bf16_query_precision_finds_what_fp32_finds(corpus, searcher):
+    """`--query-precision bf16`: the same videos first, for every text query of the corpus, through
+    both queues (the text queue runs beside the vector queue); refused with a query tower."""
+    fast = Searcher(corpus["search"], clip_pretrained=corpus["checkpoint"], query_precision="bf16")
+    for query, _ in _text_queries(corpus):
+        a, b = searcher.search(query, k=5), fast.search(query, k=5)
+        assert [h.video_id for h in a][:3] == [h.video_id for h in b][:3], query
+        assert a[0].queues["text"] == b[0].queues["text"]
+        va, vb = a[0].queues["vector"], b[0].queues["vector"]
+        assert (va is None) == (vb is None) and (va is None or abs(va.score - vb.score) < 0.01)
+    with pytest.raises(SearchError, match="query tower"):
+        Searcher(corpus["search"], query_precision="bf16", query_tower=corpus["search"])
+    with pytest.raises(SearchError, match="precision"):
+        Searcher(corpus["search"], query_precision="fp8")
+    query = corpus["videos"][1]["subtitles"][0]["text"]
+    r = _cli("search", corpus["search"], "--query", query, "--json", "--query-precision", "bf16",
+             "--clip-pretrained", corpus["checkpoint"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[0])["video_id"] == corpus["videos"][1]["video_id"]
+
+
+def test_a_searcher_answers_threads_as_it_answers_one(searcher, corpus):
+    """Searches from several threads at once (each text query's text queue on the Searcher's worker
+    threads beside its vector queue) return what the same searches return one at a time."""
+    import concurrent.futures
+
+    queries = [q for q, _ in _text_queries(corpus)]
+
+    def answer(q):
+        return [(h.video_id, h.score, h.queues["text"], h.queues["vector"]) for h in searcher.search(q, k=5)]
+
+    alone = [answer(q) for q in queries]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(answer, queries * 3))
+    assert together == alone * 3
+
+
 def test_errors_are_one_clear_line_and_exit_2(corpus, tmp_path):
     def fails(*args, match):
         r = _cli(*args)
