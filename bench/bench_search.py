@@ -369,14 +369,17 @@ def bench_e2e(args) -> dict:
 
     tmp = tempfile.mkdtemp(prefix="vmm-bench-e2e-")
     try:
-        fwd, search = os.path.join(tmp, "out"), os.path.join(tmp, "search")
-        t = time.perf_counter()
-        write_forward_index(fwd, args.n, args.seed, args.clip_model, "none")
-        gen_s = time.perf_counter() - t
-        t = time.perf_counter()
-        assert index_cmd.run(["--input", fwd, "--output", search]) == 0
-        build_s = time.perf_counter() - t
-        build_rss = _peak_mib()
+        fwd = os.path.join(tmp, "out")
+        search = args.search_dir or os.path.join(tmp, "search")
+        gen_s = build_s = build_rss = None
+        if not os.path.isfile(os.path.join(search, "index.json")):
+            t = time.perf_counter()
+            write_forward_index(fwd, args.n, args.seed, args.clip_model, "none")
+            gen_s = time.perf_counter() - t
+            t = time.perf_counter()
+            assert index_cmd.run(["--input", fwd, "--output", search]) == 0
+            build_s = time.perf_counter() - t
+            build_rss = _peak_mib()
         with open(os.path.join(search, "index.json")) as f:
             info = json.load(f)
         t = time.perf_counter()
@@ -410,6 +413,28 @@ def bench_e2e(args) -> dict:
             t0 = time.perf_counter()
             searcher.search(q, k=20)
             cached.append(time.perf_counter() - t0)
+        # The same queries through a Searcher whose text tower multiplies in bf16 (its own encoder
+        # and cache: every query is encoded again), alternating with fp32 again, same process.
+        fast = Searcher(search, threads=args.torch_threads, query_precision="bf16")
+        fast.search(queries[0], k=20)
+        fast_encoder = fast._query_encoder()
+        enc_bf16, ts_bf16, ts_again = [], [], []
+        fp32_again = Searcher(search, threads=args.torch_threads)
+        fp32_again.search(queries[0], k=20)
+        for q in queries[1:]:
+            t0 = time.perf_counter()
+            fast.search(q, k=20)
+            ts_bf16.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            fp32_again.search(q, k=20)
+            ts_again.append(time.perf_counter() - t0)
+        for q in queries[1:]:
+            t0 = time.perf_counter()
+            fast_encoder.encode_texts([q])
+            enc_bf16.append(time.perf_counter() - t0)
+        h50, h99 = _percentiles(ts_bf16)
+        a50, a99 = _percentiles(ts_again)
+        eb50, _ = _percentiles(enc_bf16)
         p50, p99 = _percentiles(ts)
         c50, c99 = _percentiles(cached)
         e50, _ = _percentiles(enc)
@@ -421,14 +446,19 @@ def bench_e2e(args) -> dict:
                            capture_output=True, text=True, env=env)
         cold_s = time.perf_counter() - t
         assert r.returncode == 0, r.stderr
-        return {"what": "e2e", "n": args.n, "clip_model": args.clip_model, "gen_s": round(gen_s, 1),
-                "vmm_index_s": round(build_s, 1), "vector": info["shards"][0]["vector"]["kind"],
+        return {"what": "e2e", "n": args.n, "clip_model": args.clip_model,
+                "gen_s": gen_s and round(gen_s, 1), "vmm_index_s": build_s and round(build_s, 1),
+                "vector": info["shards"][0]["vector"]["kind"],
                 "vector_search": info["shards"][0]["vector"]["search"],
                 "recall_at_10": info["shards"][0]["vector"]["recall_at_10"],
-                "stage_seconds": info["shards"][0].get("stage_seconds"), "peak_rss_after_build_mib": round(build_rss, 0),
+                "stage_seconds": info["shards"][0].get("stage_seconds"),
+                "peak_rss_after_build_mib": build_rss and round(build_rss, 0),
                 "searcher_load_s": round(load_s, 2), "first_query_s": round(first_s, 2),
                 "warm_p50_ms": round(p50, 2), "warm_p99_ms": round(p99, 2),
                 "warm_cached_p50_ms": round(c50, 2), "warm_cached_p99_ms": round(c99, 2),
+                "warm_bf16_p50_ms": round(h50, 2), "warm_bf16_p99_ms": round(h99, 2),
+                "warm_fp32_again_p50_ms": round(a50, 2), "warm_fp32_again_p99_ms": round(a99, 2),
+                "text_encode_bf16_p50_ms": round(eb50, 2),
                 "text_encode_p50_ms": round(e50, 2), "text_encode_77_tokens_p50_ms": round(f50, 2),
                 "text_queue_only_p50_ms": round(b50, 2), "text_queue_only_p99_ms": round(b99, 2),
                 "torch_threads": torch.get_num_threads(),
@@ -462,6 +492,9 @@ def main(argv=None) -> int:
                         help="text: keep the built tantivy index in this folder and open it instead of building when "
                              "it holds one (build time is then not measured; same --n and --seed, or the queries "
                              "do not match the documents)")
+    parser.add_argument("--search-dir", default=None,
+                        help="e2e: build the search index in this folder and keep it, or search the one it already "
+                             "holds (generation and build are then not measured; same --n and --seed)")
     parser.add_argument("--no-bm25s", action="store_true")
     parser.add_argument("--clip-model", default="ViT-B-32")
     parser.add_argument("--torch-threads", type=int, default=0, help="e2e: torch threads of the query encoder (0: torch's default)")
