@@ -1,6 +1,6 @@
 """vmm extract on a Flink session cluster of this machine vs DirectRunner, same inputs, same flags.
 
-    python -m bench.bench_cluster [--environment-cache-ms MS [MS ...]] [--cache DIR] [--media DIR]
+    python -m bench.bench_cluster [--environment-cache-ms MS [MS ...]] [--copies N] [--cache DIR] [--media DIR]
     # engines: python3 tests/clusters/fetch.py
 
 Inputs: bench/run.sh --quick's main set (bench.e2e: the 10 s and 1 min generated videos, three real
@@ -186,6 +186,9 @@ def main(argv=None) -> int:
     parser.add_argument("--environment-cache-ms", type=int, nargs="+", default=[600000],
                         help="Beam's --environment_cache_millis of the Flink jobs (0: Beam's default): the first "
                              "value on the cold cluster, then each value on the warm one")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="list each quick-set video this many times, under ids <id>-copy<i>: more work per job "
+                             "for the same fixed cost of a job on the engine (1: the quick set as it is)")
     args = parser.parse_args(argv)
     why = fetch.missing()
     if why:
@@ -193,7 +196,9 @@ def main(argv=None) -> int:
     inputs = e2e.build_inputs("quick", args.cache, args.media)
     work = os.path.join(inputs.work, "cluster")
     os.makedirs(work, exist_ok=True)
-    manifest = e2e.write_manifest(os.path.join(work, "main.jsonl"), inputs.main_set)
+    entries = inputs.main_set if args.copies <= 1 else [
+        (f"{vid}-copy{i}", uri) for i in range(args.copies) for vid, uri in inputs.main_set]
+    manifest = e2e.write_manifest(os.path.join(work, "main.jsonl"), entries)
     logs = os.path.join(work, "logs")
     began, load_start = time.time(), e2e.load1()
     direct = e2e.measure("direct", [sys.executable, "-m", "pipelines.extract",
@@ -217,7 +222,7 @@ def main(argv=None) -> int:
     print(f"## bench_cluster {time.strftime('%Y-%m-%d %H:%M', time.gmtime(began))}-"
           f"{time.strftime('%H:%M', time.gmtime())} UTC, code at {e2e.git_revision()}, load average "
           f"{load_start:.1f} -> {e2e.load1():.1f} on {e2e.CORES} cores")
-    print(f"quick set: {len(inputs.main_set)} videos; Flink {versions.FLINK}, Beam job server {versions.BEAM_JAVA}, "
+    print(f"quick set x {max(1, args.copies)}: {len(entries)} videos; Flink {versions.FLINK}, Beam job server {versions.BEAM_JAVA}, "
           f"{args.sdk_worker_parallelism} SDK processes per TaskManager; cluster start {started_s:.1f} s (not in any wall)")
     print(f"DirectRunner (2 threads, 1 process): wall {direct.wall_s:.1f} s, CPU {direct.cpu_s:.1f} s")
     for r in results:

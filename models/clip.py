@@ -516,7 +516,7 @@ class Bf16TextTower:
     one short text at a time (`vmm search --query-precision bf16`).
 
     Consumes a loaded ClipEncoder whose text tower is open_clip's causal CLIP transformer with
-    standard residual blocks (`supported` says why not otherwise). Produces what
+    standard residual blocks (`unsupported` says why not otherwise). Produces what
     `ClipEncoder.encode_texts` does, L2-normalised float32 [N, D], within rounding: the weights
     of the attention and MLP products are bfloat16 copies and the products take their inputs in
     bfloat16, while the residual stream, the LayerNorms, the attention's softmax, the final
@@ -569,7 +569,7 @@ class Bf16TextTower:
         for blk in encoder.model.transformer.resblocks:
             attn = getattr(blk, "attn", None)
             if (type(blk) is not ResidualAttentionBlock or not isinstance(attn, torch.nn.MultiheadAttention)
-                    or not attn.batch_first or not attn._qkv_same_embed_dim or attn.bias_k is not None
+                    or not attn.batch_first or not attn._qkv_same_embed_dim or attn.bias_k is not None or attn.add_zero_attn
                     or hasattr(blk, "ln_1_kv") or not all(hasattr(blk.mlp, n) for n in ("c_fc", "gelu", "c_proj"))):
                 return f"{encoder.config.model_name}'s text blocks are not standard residual attention blocks"
         return None
