@@ -206,6 +206,12 @@ def flink_config(conf: Path, ports: dict, slots: int) -> None:
         "slot.request.timeout": 120000,
         "io.tmp.dirs": str(conf.parent / "tmp"),
         "classloader.check-leaked-classloader": "false",
+        # Beam's runner jars are on the JVMs' classpath (_flink_jvm) and loaded from there: Beam's
+        # classes are loaded once per JVM, not once per job, and the SDK process a job's first
+        # stage starts serves its later stages too (Beam keeps it in a static cache, which with
+        # per-job class loaders was dropped whenever no task of the job ran on the TaskManager:
+        # 4 SDK processes a job instead of 1; quick set 1.55-1.57x -> 1.52x DirectRunner's CPU).
+        "classloader.resolve-order": "parent-first",
     }
     (conf / "flink-conf.yaml").write_text("".join(f"{k}: {v}\n" for k, v in settings.items()))
     (conf / "log4j.properties").write_text(LOG4J2)
@@ -215,7 +221,7 @@ def flink_config(conf: Path, ports: dict, slots: int) -> None:
 def _flink_jvm(conf: Path, log: Path, memory: list[str]) -> list[str]:
     return [java(), *memory, *SMALL_JVM_OPTS, *FLINK_JAVA_OPTS, f"-Dlog.file={log}",
             f"-Dlog4j.configurationFile=file:{conf / 'log4j.properties'}",
-            "-cp", os.path.join(fetch.flink_home(), "lib", "*")]
+            "-cp", os.pathsep.join([os.path.join(fetch.flink_home(), "lib", "*"), fetch.job_server_classpath("flink")])]
 
 
 def flink_jobmanager(procs: Processes, conf: Path) -> None:
