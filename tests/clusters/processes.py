@@ -210,7 +210,7 @@ def flink_config(conf: Path, ports: dict, slots: int) -> None:
         # classes are loaded once per JVM, not once per job, and the SDK process a job's first
         # stage starts serves its later stages too (Beam keeps it in a static cache, which with
         # per-job class loaders was dropped whenever no task of the job ran on the TaskManager:
-        # 4 SDK processes a job instead of 1; quick set 1.55-1.57x -> 1.52x DirectRunner's CPU).
+        # 4 SDK processes a job instead of 1; quick set 1.55-1.57x -> 1.48-1.52x DirectRunner's CPU).
         "classloader.resolve-order": "parent-first",
     }
     (conf / "flink-conf.yaml").write_text("".join(f"{k}: {v}\n" for k, v in settings.items()))
