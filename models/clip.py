@@ -445,9 +445,10 @@ class ClipEncoder:
         causal = torch.full(mask.shape, float("-inf")).triu_(1)
         return bool(torch.equal(mask.float().cpu(), causal))
 
-    def _encode_text_to_end(self, tokens):
+    def _encode_text_to_end(self, tokens, blocks=None):
         """`model.encode_text(tokens, normalize=True)` over the tokens up to the last end-of-text
-        token of the batch: a short query costs its own length, not the 77-token context."""
+        token of the batch: a short query costs its own length, not the 77-token context.
+        `blocks(x, mask)` runs the transformer blocks instead of the model's own (Bf16TextTower)."""
         import torch
         from open_clip.transformer import text_global_pool
 
@@ -460,7 +461,10 @@ class ClipEncoder:
         tokens = tokens[:, :n]
         cast = m.transformer.get_cast_dtype()
         x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:n].to(cast)
-        x = m.transformer(x, attn_mask=m.attn_mask[:n, :n])
+        if blocks is None:
+            x = m.transformer(x, attn_mask=m.attn_mask[:n, :n])
+        else:
+            x = blocks(x, m.attn_mask[:n, :n].to(cast))
         x = m.ln_final(x)
         x = text_global_pool(x, tokens, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
         x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
@@ -577,36 +581,30 @@ class Bf16TextTower:
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """L2-normalised text embeddings, float32 [N, D], to the end token as `encode_texts`."""
         import torch
-        import torch.nn.functional as F
-        from open_clip.transformer import text_global_pool
 
         enc = self.encoder
         if not texts:
             return np.zeros((0, enc.dim), np.float32)
-        m = enc.model
-        bf16 = torch.bfloat16
         tokens = enc.tokenizer(texts).to(enc.device)
         with torch.no_grad():
-            ends = tokens.argmax(dim=-1) if m.text_pool_type == "argmax" else (tokens == m.text_eos_id).int().argmax(dim=-1)
-            n = int(ends.max()) + 1
-            tokens = tokens[:, :n]
-            x = m.token_embedding(tokens).float() + m.positional_embedding[:n].float()
-            mask = m.attn_mask[:n, :n].float()
-            b, d = x.shape[0], x.shape[2]
-            for blk in self.blocks:
-                h = blk["ln_1"](x)
-                qkv = F.linear(h.to(bf16), *blk["qkv"]).float()
-                heads = blk["heads"]
-                q, k, v = (t.reshape(b, n, heads, d // heads).transpose(1, 2) for t in qkv.split(d, dim=-1))
-                a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, n, d)
-                x = x + blk["ls_1"](F.linear(a.to(bf16), *blk["out"]).float())
-                h = blk["act"](F.linear(blk["ln_2"](x).to(bf16), *blk["fc"]).float())
-                x = x + blk["ls_2"](F.linear(h.to(bf16), *blk["proj"]).float())
-            x = m.ln_final(x)
-            x = text_global_pool(x, tokens, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
-            proj = m.text_projection
-            x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj.float()
-            return F.normalize(x, dim=-1).float().cpu().numpy()
+            return enc._encode_text_to_end(tokens, blocks=self._blocks).float().cpu().numpy()
+
+    def _blocks(self, x, mask):
+        """The residual blocks over x [B, n, d] (float32), products in bfloat16."""
+        import torch
+        import torch.nn.functional as F
+
+        bf16 = torch.bfloat16
+        b, n, d = x.shape
+        for blk in self.blocks:
+            qkv = F.linear(blk["ln_1"](x).to(bf16), *blk["qkv"]).float()
+            heads = blk["heads"]
+            q, k, v = (t.reshape(b, n, heads, d // heads).transpose(1, 2) for t in qkv.split(d, dim=-1))
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, n, d)
+            x = x + blk["ls_1"](F.linear(a.to(bf16), *blk["out"]).float())
+            h = blk["act"](F.linear(blk["ln_2"](x).to(bf16), *blk["fc"]).float())
+            x = x + blk["ls_2"](F.linear(h.to(bf16), *blk["proj"]).float())
+        return x
 
 
 def native_bf16() -> bool:

@@ -435,7 +435,9 @@ def add_arguments(parser) -> None:
                         help="a query tower folder (vmm train-query-tower's --output) that encodes --query text "
                              "instead of the base CLIP text tower; refused unless trained against this index's "
                              "model and weights")
-    parser.add_argument("--query-precision", default="fp32", choices=("fp32", "bf16"),
+    from models.clip import TEXT_PRECISIONS
+
+    parser.add_argument("--query-precision", default="fp32", choices=TEXT_PRECISIONS,
                         help="the CLIP text tower's matrix products: fp32 (default, as vmm extract and vmm score "
                              "encode) or bf16 (about half the time of a query on CPUs with AVX512-BF16 or AMX; "
                              "cosine >= 0.9999 to fp32)")
