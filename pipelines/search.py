@@ -338,6 +338,7 @@ class Searcher:
                     terms, w = shard.visual.doc_vector(row)
                 results["visual"] = self._visual_queue(terms, w, depths["visual"], like=(s, row))
 
+        results = {q: results[q] for q in QUEUES if q in results}  # text, vector, visual: the output's order
         lists = {q: [(self._id(key), score) for key, score in hits] for q, hits in results.items()}
         fused = fusion_lib.fuse(lists, fusion, k=rrf_k, weights=weights)[:k]
         ranks = {q: {self._id(key): (i + 1, score, key) for i, (key, score) in enumerate(hits)}

@@ -249,6 +249,7 @@ def test_queues_restrict_and_json_is_stable(corpus):
     assert hits[0]["video_id"] == corpus["videos"][1]["video_id"]
     assert set(hits[0]) == {"rank", "video_id", "score", "title", "queues"}
     assert set(hits[0]["queues"]) == {"text", "vector"}
+    assert list(hits[0]["queues"]) == ["text", "vector"]  # the contract's order, whichever queue finished first
     assert set(hits[0]["queues"]["text"]) == {"rank", "score", "field", "snippet", "time_s"}
     # Found by both queues: its fused score is the sum of both reciprocal ranks.
     t, v = hits[0]["queues"]["text"], hits[0]["queues"]["vector"]
