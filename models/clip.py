@@ -448,7 +448,7 @@ class ClipEncoder:
     def _encode_text_to_end(self, tokens, blocks=None):
         """`model.encode_text(tokens, normalize=True)` over the tokens up to the last end-of-text
         token of the batch: a short query costs its own length, not the 77-token context.
-        `blocks(x, mask)` runs the transformer blocks instead of the model's own (Bf16TextTower)."""
+        `blocks(x, mask)` runs the transformer blocks instead of the model's own (PackedTextTower)."""
         import torch
         from open_clip.transformer import text_global_pool
 
@@ -515,37 +515,53 @@ def export_checkpoint(model_name: str, source: str, output: str) -> str:
 TEXT_PRECISIONS = ("fp32", "bf16")
 
 
-class Bf16TextTower:
-    """A CLIP text tower whose matrix products run in bfloat16: the query encoder's fast path for
-    one short text at a time (`vmm search --query-precision bf16`).
+class PackedTextTower:
+    """A CLIP text tower for one short text at a time, its matrix products on weights packed once
+    for oneDNN: the query encoder's text path (`vmm search`, `vmm score`).
 
     Consumes a loaded ClipEncoder whose text tower is open_clip's causal CLIP transformer with
-    standard residual blocks (`unsupported` says why not otherwise). Produces what
-    `ClipEncoder.encode_texts` does, L2-normalised float32 [N, D], within rounding: the weights
-    of the attention and MLP products are bfloat16 copies and the products take their inputs in
-    bfloat16, while the residual stream, the LayerNorms, the attention's softmax, the final
-    projection and the pooling stay float32 (bfloat16 throughout drifted to cosine 0.997 on
-    ViT-B-32; this keeps >= 0.9999).
+    standard residual blocks (`unsupported` says why not otherwise) and a precision of
+    `TEXT_PRECISIONS`. Produces what `ClipEncoder.encode_texts` does, L2-normalised float32 [N, D]:
+      * "fp32": the same float32 arithmetic in another summation order (oneDNN's kernels instead
+        of MKL's): cosine to `encode_texts` >= 0.999999;
+      * "bf16": the weights of the attention and MLP products are bfloat16 copies and the products
+        take their inputs in bfloat16, while the residual stream, the LayerNorms, the attention's
+        softmax, the final projection and the pooling stay float32 (bfloat16 throughout drifted
+        to cosine 0.997 on ViT-B-32; this keeps >= 0.9999).
 
-    Why: one query is a few tokens, so each product is a thin [n, 512] x [512, 2048] that reads its
-    whole weight matrix for a few rows of work. The text tower reads 151 MB of float32 weights a
-    query; in bfloat16 it reads half, and CPUs with AVX512-BF16 / AMX multiply it natively.
+    Why: a query is a few tokens, so each product is a thin [n, 512] x [512, 2048] that reads its
+    whole weight matrix for a few rows of work, and the text tower reads 151 MB of float32 weights
+    a query. `F.linear` packs each weight matrix anew on every call: ViT-B-32's 48 products at 8
+    tokens took 19.5 ms on 2 cores (7.7 GB/s of weights), and 6.7 ms on weights packed once
+    (22.5 GB/s, the memory's speed: bench/README.md, "Search").
 
-    Thread safety: the copies are made once, here; encoding only reads them.
+    `kernel` is "onednn" when the packed products run here, or "torch" (`F.linear` on the copies)
+    where oneDNN is missing, the device is not the CPU, or a packed product does not match
+    `F.linear` on a probe at construction; QueryEncoder then encodes fp32 with `encode_texts`.
+
+    Thread safety: the packed copies are made once, here; encoding only reads them.
     """
 
-    def __init__(self, encoder: ClipEncoder):
+    def __init__(self, encoder: ClipEncoder, precision: str = "fp32"):
         import torch
 
+        if precision not in TEXT_PRECISIONS:
+            raise ValueError(f"text precision must be one of {', '.join(TEXT_PRECISIONS)}, got {precision!r}")
         why = self.unsupported(encoder)
         if why:
-            raise ValueError(f"bf16 text tower: {why}")
-        bf16 = torch.bfloat16
-        m = encoder.model
+            raise ValueError(f"{precision} text tower: {why}")
         self.encoder = encoder
+        self.precision = precision
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.kernel = "onednn" if encoder.device == "cpu" and _onednn_linear_works(self.dtype) else "torch"
+        m = encoder.model
 
-        def low(t):
-            return None if t is None else t.detach().to(bf16).contiguous()
+        def weights(w, b):
+            w = w.detach().to(self.dtype).contiguous()
+            b = None if b is None else b.detach().to(self.dtype).contiguous()
+            if self.kernel == "onednn":
+                w = torch.ops.mkldnn._reorder_linear_weight(w, _PACK_ROWS)
+            return w, b
 
         self.blocks = []
         for blk in m.transformer.resblocks:
@@ -553,15 +569,15 @@ class Bf16TextTower:
             self.blocks.append({
                 "ln_1": blk.ln_1, "ls_1": blk.ls_1, "ln_2": blk.ln_2, "ls_2": blk.ls_2, "act": blk.mlp.gelu,
                 "heads": attn.num_heads,
-                "qkv": (low(attn.in_proj_weight), low(attn.in_proj_bias)),
-                "out": (low(attn.out_proj.weight), low(attn.out_proj.bias)),
-                "fc": (low(blk.mlp.c_fc.weight), low(blk.mlp.c_fc.bias)),
-                "proj": (low(blk.mlp.c_proj.weight), low(blk.mlp.c_proj.bias)),
+                "qkv": weights(attn.in_proj_weight, attn.in_proj_bias),
+                "out": weights(attn.out_proj.weight, attn.out_proj.bias),
+                "fc": weights(blk.mlp.c_fc.weight, blk.mlp.c_fc.bias),
+                "proj": weights(blk.mlp.c_proj.weight, blk.mlp.c_proj.bias),
             })
 
     @staticmethod
     def unsupported(encoder: ClipEncoder) -> str | None:
-        """Why this encoder's text tower cannot run here in bf16, or None."""
+        """Why this encoder's text tower cannot run here, or None."""
         import torch
         from open_clip.transformer import ResidualAttentionBlock
 
@@ -569,7 +585,7 @@ class Bf16TextTower:
             return "the model is not loaded"
         if not encoder.causal_text:
             return (f"{encoder.config.model_name}'s text tower is not open_clip's causal CLIP transformer "
-                    f"(only that one has a bf16 path)")
+                    f"(only that one has a packed path)")
         for blk in encoder.model.transformer.resblocks:
             attn = getattr(blk, "attn", None)
             if (type(blk) is not ResidualAttentionBlock or not isinstance(attn, torch.nn.MultiheadAttention)
@@ -589,22 +605,63 @@ class Bf16TextTower:
         with torch.no_grad():
             return enc._encode_text_to_end(tokens, blocks=self._blocks).float().cpu().numpy()
 
-    def _blocks(self, x, mask):
-        """The residual blocks over x [B, n, d] (float32), products in bfloat16."""
+    def _linear(self, x, wb):
+        """x [..., d_in] float32 through one product: x @ w.T + b, in the tower's precision."""
         import torch
         import torch.nn.functional as F
 
-        bf16 = torch.bfloat16
+        x = x.to(self.dtype)
+        if self.kernel == "onednn":
+            y = torch.ops.mkldnn._linear_pointwise(x.contiguous(), wb[0], wb[1], "none", [], "")
+        else:
+            y = F.linear(x, *wb)
+        return y.float()
+
+    def _blocks(self, x, mask):
+        """The residual blocks over x [B, n, d] (float32)."""
+        import torch.nn.functional as F
+
         b, n, d = x.shape
         for blk in self.blocks:
-            qkv = F.linear(blk["ln_1"](x).to(bf16), *blk["qkv"]).float()
+            qkv = self._linear(blk["ln_1"](x), blk["qkv"])
             heads = blk["heads"]
             q, k, v = (t.reshape(b, n, heads, d // heads).transpose(1, 2) for t in qkv.split(d, dim=-1))
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, n, d)
-            x = x + blk["ls_1"](F.linear(a.to(bf16), *blk["out"]).float())
-            h = blk["act"](F.linear(blk["ln_2"](x).to(bf16), *blk["fc"]).float())
-            x = x + blk["ls_2"](F.linear(h.to(bf16), *blk["proj"]).float())
+            x = x + blk["ls_1"](self._linear(a, blk["out"]))
+            h = blk["act"](self._linear(blk["ln_2"](x), blk["fc"]))
+            x = x + blk["ls_2"](self._linear(h, blk["proj"]))
         return x
+
+
+_PACK_ROWS = 16  # the rows oneDNN packs a weight for; any count runs. A generated 3-word query is a median
+# 15 tokens: packed for 16, ViT-B-32's fp32 tower took 13.1 ms p50 over 150 of them (for 8: 13.7, p99 24 vs 17)
+
+
+def _onednn_linear_works(dtype) -> bool:
+    """Whether oneDNN's packed linear runs here in `dtype` and matches `F.linear` on a probe (it is
+    torch's internal op, the one torch.compile's CPU backend uses for frozen weights)."""
+    import torch
+    import torch.nn.functional as F
+
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return False
+        gen = torch.Generator().manual_seed(0)
+        w = torch.randn(48, 64, generator=gen).to(dtype)
+        b = torch.randn(48, generator=gen).to(dtype)
+        x = torch.randn(2, 5, 64, generator=gen).to(dtype)
+        with torch.no_grad():
+            got = torch.ops.mkldnn._linear_pointwise(x, torch.ops.mkldnn._reorder_linear_weight(w, _PACK_ROWS), b,
+                                                     "none", [], "").float()
+            want = F.linear(x.float(), w.float(), b.float())
+    except (AttributeError, RuntimeError, NotImplementedError) as e:
+        logger.info("oneDNN packed linear unavailable in %s: %s", dtype, e)
+        return False
+    tol = 0.05 if dtype == torch.bfloat16 else 1e-4
+    if got.shape != want.shape or not bool(torch.allclose(got, want, rtol=tol, atol=tol)):
+        logger.warning("oneDNN packed linear disagrees with F.linear in %s: not used", dtype)
+        return False
+    return True
 
 
 def native_bf16() -> bool:

@@ -14,10 +14,12 @@ The weights rule (the same as `vmm extract`'s, checked before any model is loade
 A mismatch raises `QueryEncoderMismatch` with both ids: vectors of other weights live in another
 space, and their neighbours would be noise.
 
-Precision (`precision`): "fp32" (default) encodes text exactly as `vmm extract` and `vmm score` do;
-"bf16" runs the text tower's matrix products in bfloat16 (`clip.Bf16TextTower`: cosine >= 0.9999
-to fp32 on ViT-B-32, half the time of a short query on a CPU with AVX512-BF16 / AMX). Images are
-always encoded in fp32.
+Precision (`precision`): texts go through `clip.PackedTextTower`, the text tower with its weights
+packed once for oneDNN (on the CPU; elsewhere, or where the packed kernel is missing, "fp32" is
+`ClipEncoder.encode_texts` itself). "fp32" (default) is float32 throughout, as `vmm extract`
+computes, in another summation order (cosine >= 0.999999); "bf16" runs the products in bfloat16
+(cosine >= 0.9999 to fp32 on ViT-B-32, about half the time of fp32 on a CPU with AVX512-BF16 /
+AMX). Images are always encoded by `ClipEncoder`, in fp32.
 
 Thread safety: the model loads once, under a lock, on first use; encoding is no-grad and reads
 the model only, so one encoder serves many threads. Recent text queries' vectors are kept in a
@@ -75,7 +77,7 @@ class QueryEncoder:
             raise ValueError(f"query precision must be one of {', '.join(clip.TEXT_PRECISIONS)}, got {precision!r}")
         base = resolve_weights(index_model, index_weights, pretrained)
         self.precision = precision
-        self._text_tower = None  # the bf16 tower, made at load when precision is bf16
+        self._text_tower = None  # clip.PackedTextTower, made at load (None: encoder.encode_texts)
         self.config = clip.ClipConfig(base.model_name, base.pretrained, device=device, threads=threads)
         self.index_weights = index_weights
         self._encoder: clip.ClipEncoder | None = None
@@ -94,13 +96,24 @@ class QueryEncoder:
                     if encoder.weights_id != self.index_weights:  # a checkpoint changed since it was checked
                         raise QueryEncoderMismatch(
                             f"loaded weights {encoder.weights_id} differ from the index's {self.index_weights}")
-                    if self.precision == "bf16":
-                        self._text_tower = clip.Bf16TextTower(encoder)  # ValueError: the reason
-                        if encoder.device == "cpu" and not clip.native_bf16():
-                            logger.warning("query precision bf16 on a CPU without AVX512-BF16 or AMX: torch "
-                                           "emulates bfloat16 here, slower than fp32")
+                    self._text_tower = self._make_text_tower(encoder)
                     self._encoder = encoder
         return self._encoder
+
+    def _make_text_tower(self, encoder: clip.ClipEncoder) -> clip.PackedTextTower | None:
+        """The packed text tower, or None where fp32 text is `encoder.encode_texts` itself (a tower
+        without a packed path, or no oneDNN here). bf16 on such a tower: ValueError, the reason."""
+        if self.precision == "fp32" and clip.PackedTextTower.unsupported(encoder):
+            return None
+        tower = clip.PackedTextTower(encoder, self.precision)
+        if self.precision == "bf16" and encoder.device == "cpu" and not clip.native_bf16():
+            logger.warning("query precision bf16 on a CPU without AVX512-BF16 or AMX: bfloat16 is "
+                           "emulated here, slower than fp32")
+        if self.precision == "fp32" and tower.kernel != "onednn":
+            return None  # the same products as encode_texts: no second copy of the weights
+        logger.info("query text tower: %s products on %s", self.precision,
+                    "weights packed for oneDNN" if tower.kernel == "onednn" else "F.linear")
+        return tower
 
     @property
     def dim(self) -> int:

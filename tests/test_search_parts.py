@@ -303,42 +303,51 @@ def test_text_encoding_stops_at_the_end_token_and_equals_open_clip(tiny_checkpoi
     assert np.abs(full[0] - full[1]).max() > 1e-3  # different texts, different vectors
 
 
-def test_bf16_text_tower_is_close_to_fp32_runs_its_own_path_and_leaves_the_model_alone(tiny_checkpoint):
-    """`precision="bf16"` runs the text tower's products in bfloat16: its vectors are within
-    rounding of fp32's (cosine), yet not fp32's bits (so the bf16 path ran); different texts stay
-    apart; the shared model's parameters stay float32; images are encoded in fp32 as before."""
+def test_packed_text_tower_is_fp32_and_bf16_is_close_runs_its_own_path_and_leaves_the_model_alone(tiny_checkpoint):
+    """The query encoder's text tower runs its products on weights packed for oneDNN: in fp32 its
+    vectors are `ClipEncoder.encode_texts`'s within float32 rounding, in bf16 within bfloat16's
+    (cosine), yet neither is encode_texts's bits (so the packed path ran); different texts stay
+    apart; the shared model's parameters stay float32; images are encoded as before."""
+    import platform
+
     import torch
 
     from models import clip
     from models.query import QueryEncoder
 
     recorded = clip.weights_id(clip.ClipConfig("vmm-tiny-vit", tiny_checkpoint))
-    exact = QueryEncoder("vmm-tiny-vit", recorded, tiny_checkpoint)
-    fast = QueryEncoder("vmm-tiny-vit", recorded, tiny_checkpoint, precision="bf16")
+    exact = clip.ClipEncoder(clip.ClipConfig("vmm-tiny-vit", tiny_checkpoint)).load()
     texts = ["红色水壶 kettle", "a", "a man riding a horse along the beach at sunset " * 12, "Kettle 2024!"]
     ref = exact.encode_texts(texts)
-    for text, want in zip(texts, ref):
-        got = fast.encode_text(text)
-        assert got.dtype == np.float32 and abs(np.linalg.norm(got) - 1) < 1e-5
-        assert float(got @ want) >= 0.999, text
-        assert np.abs(got - want).max() > 0, "the bf16 path returned fp32's vector: it did not run"
-    got = fast.encode_texts(texts)
-    assert np.abs(got[0] - got[3]).max() > 1e-3
-    assert all(p.dtype == torch.float32 for p in fast.load().model.parameters())
-    img = (np.random.default_rng(0).random((80, 120, 3)) * 255).astype(np.uint8)
-    np.testing.assert_array_equal(fast.encode_image(img), exact.encode_image(img))
+    for precision, min_cos, max_diff in (("fp32", 0.999999, 1e-5), ("bf16", 0.999, 0.05)):
+        enc = QueryEncoder("vmm-tiny-vit", recorded, tiny_checkpoint, precision=precision)
+        enc.load()
+        if platform.machine() in ("x86_64", "AMD64"):  # torch's x86 wheels ship oneDNN
+            assert enc._text_tower is not None and enc._text_tower.kernel == "onednn", precision
+        for text, want in zip(texts, ref):
+            got = enc.encode_text(text)
+            assert got.dtype == np.float32 and abs(np.linalg.norm(got) - 1) < 1e-5
+            assert float(got @ want) >= min_cos and np.abs(got - want).max() < max_diff, (precision, text)
+            assert np.abs(got - want).max() > 0, f"{precision}: encode_texts's vector: the packed path did not run"
+        got = enc.encode_texts(texts)
+        assert np.abs(got[0] - got[3]).max() > 1e-3
+        np.testing.assert_array_equal(enc.encode_texts(texts), got)  # the same texts, the same bits
+        assert all(p.dtype == torch.float32 for p in enc.load().model.parameters())
+        img = (np.random.default_rng(0).random((80, 120, 3)) * 255).astype(np.uint8)
+        np.testing.assert_array_equal(enc.encode_image(img), exact.encode_images([img])[0])
     with pytest.raises(ValueError, match="query precision"):
         QueryEncoder("vmm-tiny-vit", recorded, tiny_checkpoint, precision="int4")
 
 
-def test_bf16_text_tower_answers_threads_as_it_answers_one(tiny_checkpoint):
-    """Several threads encode at once through one bf16 tower: each text gets what it gets alone."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_packed_text_tower_answers_threads_as_it_answers_one(tiny_checkpoint, precision):
+    """Several threads encode at once through one packed tower: each text gets what it gets alone."""
     import concurrent.futures
 
     from models import clip
 
     enc = clip.ClipEncoder(clip.ClipConfig("vmm-tiny-vit", tiny_checkpoint)).load()
-    tower = clip.Bf16TextTower(enc)
+    tower = clip.PackedTextTower(enc, precision)
     texts = [f"query {i} 红色 kettle {'x ' * (i % 7)}" for i in range(24)]
     alone = [tower.encode_texts([t])[0] for t in texts]
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
@@ -347,17 +356,24 @@ def test_bf16_text_tower_answers_threads_as_it_answers_one(tiny_checkpoint):
         np.testing.assert_allclose(vec, alone[i % len(texts)], atol=1e-6)
 
 
-def test_bf16_text_tower_refuses_a_tower_it_cannot_run(tiny_checkpoint):
+def test_packed_text_tower_refuses_a_tower_it_cannot_run(tiny_checkpoint):
+    """A text tower without a packed path: bf16 is refused with the reason; fp32 queries are
+    encoded by the model itself."""
     import copy
 
     from models import clip
+    from models.query import QueryEncoder
 
     enc = clip.ClipEncoder(clip.ClipConfig("vmm-tiny-vit", tiny_checkpoint)).load()
-    assert clip.Bf16TextTower.unsupported(enc) is None
+    assert clip.PackedTextTower.unsupported(enc) is None
     other = copy.copy(enc)
     other.causal_text = False  # e.g. a SigLIP or HF text tower
     with pytest.raises(ValueError, match="not open_clip's causal CLIP transformer"):
-        clip.Bf16TextTower(other)
+        clip.PackedTextTower(other, "bf16")
+    recorded = clip.weights_id(clip.ClipConfig("vmm-tiny-vit", tiny_checkpoint))
+    assert QueryEncoder("vmm-tiny-vit", recorded, tiny_checkpoint)._make_text_tower(other) is None
+    with pytest.raises(ValueError, match="not open_clip's causal CLIP transformer"):
+        QueryEncoder("vmm-tiny-vit", recorded, tiny_checkpoint, precision="bf16")._make_text_tower(other)
 
 
 def test_query_encoder_caches_recent_text_vectors(tiny_checkpoint):
