@@ -396,12 +396,16 @@ def bench_e2e(args) -> dict:
         first_s = time.perf_counter() - t
         import torch
 
-        clip_encoder = searcher._query_encoder().load()
-        enc, enc_full, text_only, ts, cached = [], [], [], [], []
+        query_encoder = searcher._query_encoder()
+        clip_encoder = query_encoder.load()
+        enc, enc_plain, enc_full, text_only, ts, cached = [], [], [], [], [], []
         for q in queries[1:]:
             t0 = time.perf_counter()
-            clip_encoder.encode_texts([q])  # the text tower alone, to the end token (no cache)
+            query_encoder.encode_texts([q])  # the text tower alone as search runs it (packed; no cache)
             enc.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            clip_encoder.encode_texts([q])  # the same tower on the model's own weights (F.linear)
+            enc_plain.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             with torch.no_grad():  # what open_clip's encode_text costs: all 77 context positions
                 clip_encoder.model.encode_text(clip_encoder.tokenizer([q]), normalize=True)
@@ -417,12 +421,17 @@ def bench_e2e(args) -> dict:
             t0 = time.perf_counter()
             searcher.search(q, k=20)
             cached.append(time.perf_counter() - t0)
-        # The same queries through a Searcher whose text tower multiplies in bf16 (its own encoder
-        # and cache: every query is encoded again), alternating with fp32 again, same process.
+        # The same queries through a Searcher whose text tower multiplies in bf16 and one whose fp32
+        # tower runs on the model's own weights (F.linear: what vmm did before the packed tower, and
+        # the simplest way), alternating with fp32 again, same process; each has its own encoder and
+        # cache, so every query is encoded again.
         fast = Searcher(search, threads=args.torch_threads, query_precision="bf16")
         fast.search(queries[0], k=20)
         fast_encoder = fast._query_encoder()
-        enc_bf16, ts_bf16, ts_again = [], [], []
+        plain = Searcher(search, threads=args.torch_threads)
+        plain.search(queries[0], k=20)
+        plain._query_encoder()._text_tower = None  # QueryEncoder.encode_texts -> ClipEncoder.encode_texts
+        enc_bf16, ts_bf16, ts_again, ts_plain = [], [], [], []
         fp32_again = Searcher(search, threads=args.torch_threads)
         fp32_again.search(queries[0], k=20)
         for q in queries[1:]:
@@ -432,16 +441,21 @@ def bench_e2e(args) -> dict:
             t0 = time.perf_counter()
             fp32_again.search(q, k=20)
             ts_again.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            plain.search(q, k=20)
+            ts_plain.append(time.perf_counter() - t0)
         for q in queries[1:]:
             t0 = time.perf_counter()
             fast_encoder.encode_texts([q])
             enc_bf16.append(time.perf_counter() - t0)
         h50, h99 = _percentiles(ts_bf16)
         a50, a99 = _percentiles(ts_again)
+        u50e, u99e = _percentiles(ts_plain)
         eb50, _ = _percentiles(enc_bf16)
         p50, p99 = _percentiles(ts)
         c50, c99 = _percentiles(cached)
         e50, _ = _percentiles(enc)
+        u50, _ = _percentiles(enc_plain)
         f50, _ = _percentiles(enc_full)
         b50, b99 = _percentiles(text_only)
         env = dict(os.environ, PYTHONPATH=os.getcwd())
@@ -462,8 +476,10 @@ def bench_e2e(args) -> dict:
                 "warm_cached_p50_ms": round(c50, 2), "warm_cached_p99_ms": round(c99, 2),
                 "warm_bf16_p50_ms": round(h50, 2), "warm_bf16_p99_ms": round(h99, 2),
                 "warm_fp32_again_p50_ms": round(a50, 2), "warm_fp32_again_p99_ms": round(a99, 2),
+                "warm_fp32_unpacked_p50_ms": round(u50e, 2), "warm_fp32_unpacked_p99_ms": round(u99e, 2),
                 "text_encode_bf16_p50_ms": round(eb50, 2),
-                "text_encode_p50_ms": round(e50, 2), "text_encode_77_tokens_p50_ms": round(f50, 2),
+                "text_encode_p50_ms": round(e50, 2), "text_encode_unpacked_p50_ms": round(u50, 2),
+                "text_encode_77_tokens_p50_ms": round(f50, 2),
                 "text_queue_only_p50_ms": round(b50, 2), "text_queue_only_p99_ms": round(b99, 2),
                 "torch_threads": torch.get_num_threads(),
                 "cold_cli_s": round(cold_s, 2), "search_dir_mib": round(_dir_size(search) / 2**20, 1),
