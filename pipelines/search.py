@@ -104,11 +104,16 @@ class _Shard:
         # Memory-mapped, zero-copy: a cold start pages in only the row column and the lines it shows.
         self._passages = pa.ipc.open_file(pa.memory_map(os.path.join(folder, PASSAGES_FILE))).read_all()
         self._passage_rows = self._passages.column("row").to_numpy()
+        self._passage_columns = [(name, self._passages.column(name)) for name in self._passages.column_names]
 
     def passages(self, row: int) -> list[dict]:
-        """The passages of one row: the file is sorted by row, so its lines are one slice."""
+        """The passages of one row: the file is sorted by row, so its lines are one slice (read
+        column by column: 16 us a video at 1M against 31-42 us for the table slice's `to_pylist`)."""
         lo, hi = np.searchsorted(self._passage_rows, [row, row + 1])
-        return self._passages.slice(int(lo), int(hi - lo)).to_pylist()
+        lo, n = int(lo), int(hi - lo)
+        names = [name for name, _ in self._passage_columns]
+        values = [col.slice(lo, n).to_pylist() for _, col in self._passage_columns]
+        return [dict(zip(names, line)) for line in zip(*values)]
 
 
 def _short_openmp_spin() -> None:
@@ -356,6 +361,7 @@ class Searcher:
         ranks = {q: {self._id(key): (i + 1, score, key) for i, (key, score) in enumerate(hits)}
                  for q, hits in results.items()}
         out = []
+        terms = None
         for rank, (vid, score) in enumerate(fused, start=1):
             s, row = self.where[vid]
             per = {}
@@ -364,7 +370,11 @@ class Searcher:
                 if found is None:
                     per[q] = None
                 elif q == "text":
-                    per[q] = self._text_hit(found, query)
+                    if terms is None:
+                        from models.text import analyze
+
+                        terms = frozenset(analyze(query))
+                    per[q] = self._text_hit(found, terms)
                 else:
                     per[q] = QueueHit(found[0], round(found[1], 6))
             out.append(Hit(rank, vid, round(score, 6), self.shards[s].titles[row], per))
@@ -383,16 +393,20 @@ class Searcher:
             return ": the text queue answers --query only"
         return ""
 
-    def _text_hit(self, found, query: str) -> QueueHit:
-        """The text queue's hit with the line of the video that matches the query best."""
+    def _text_hit(self, found, terms: frozenset[str]) -> QueueHit:
+        """The text queue's hit with the line of the video that matches the query's terms best."""
         from models.text import analyze
 
         rank, score, (s, row) = found
-        terms = set(analyze(query))
         fields = self.info["text"]["fields"]
         best, best_key = None, None
         for p in self.shards[s].passages(row):
             if p["field"] not in fields:
+                continue
+            # Every term of a text is a case-folded piece of it (models.text), so a line that holds
+            # none of the query's terms as a substring cannot match: it is not segmented.
+            folded = p["text"].casefold()
+            if not any(t in folded for t in terms):
                 continue
             matched = terms & set(analyze(p["text"]))
             if not matched:
