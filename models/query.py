@@ -18,8 +18,8 @@ Precision (`precision`): texts go through `clip.PackedTextTower`, the text tower
 packed once for oneDNN (on the CPU; elsewhere, or where the packed kernel is missing, "fp32" is
 `ClipEncoder.encode_texts` itself). "fp32" (default) is float32 throughout, as `vmm extract`
 computes, in another summation order (cosine >= 0.999999); "bf16" runs the products in bfloat16
-(cosine >= 0.9999 to fp32 on ViT-B-32, about half the time of fp32 on a CPU with AVX512-BF16 /
-AMX). Images are always encoded by `ClipEncoder`, in fp32.
+(cosine >= 0.9999 to fp32 on ViT-B-32, the tower in about 60% of fp32's time on a CPU with
+AVX512-BF16 / AMX). Images are always encoded by `ClipEncoder`, in fp32.
 
 Thread safety: the model loads once, under a lock, on first use; encoding is no-grad and reads
 the model only, so one encoder serves many threads. Recent text queries' vectors are kept in a

@@ -465,8 +465,8 @@ def add_arguments(parser) -> None:
     from models.clip import TEXT_PRECISIONS
 
     parser.add_argument("--query-precision", default="fp32", choices=TEXT_PRECISIONS,
-                        help="the CLIP text tower's matrix products: fp32 (default, as vmm extract and vmm score "
-                             "encode) or bf16 (about half the time of a query on CPUs with AVX512-BF16 or AMX; "
+                        help="the CLIP text tower's matrix products: fp32 (default, as vmm extract computes) or "
+                             "bf16 (the tower in about 60%% of fp32's time on CPUs with AVX512-BF16 or AMX; "
                              "cosine >= 0.9999 to fp32)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto, for query encoding (default cpu)")
     parser.add_argument("--torch-threads", type=int, default=0,
