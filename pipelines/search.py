@@ -139,7 +139,8 @@ def _one_faiss_thread() -> None:
 
 
 class Searcher:
-    """A search index, loaded once. `search()` is safe to call from several threads."""
+    """A search index, loaded once. `search()` is safe to call from several threads; it leaves the
+    calling thread's faiss searches on one OpenMP thread (`_one_faiss_thread`)."""
 
     def __init__(self, path: str, *, clip_pretrained: str | None = None, query_tower: str | None = None,
                  device: str = "cpu", threads: int = 0, query_precision: str = "fp32"):
