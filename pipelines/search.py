@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from models import fusion as fusion_lib
 from models.query import QueryEncoderMismatch
+from models.text import analyze
 from pipelines.index import FORMAT, PASSAGES_FILE
 
 logger = logging.getLogger(__name__)
@@ -104,16 +105,16 @@ class _Shard:
         # Memory-mapped, zero-copy: a cold start pages in only the row column and the lines it shows.
         self._passages = pa.ipc.open_file(pa.memory_map(os.path.join(folder, PASSAGES_FILE))).read_all()
         self._passage_rows = self._passages.column("row").to_numpy()
-        self._passage_columns = [(name, self._passages.column(name)) for name in self._passages.column_names]
+        self._passage_names = self._passages.column_names
+        self._passage_columns = [self._passages.column(name) for name in self._passage_names]
 
     def passages(self, row: int) -> list[dict]:
         """The passages of one row: the file is sorted by row, so its lines are one slice (read
         column by column: 16 us a video at 1M against 31-42 us for the table slice's `to_pylist`)."""
         lo, hi = np.searchsorted(self._passage_rows, [row, row + 1])
         lo, n = int(lo), int(hi - lo)
-        names = [name for name, _ in self._passage_columns]
-        values = [col.slice(lo, n).to_pylist() for _, col in self._passage_columns]
-        return [dict(zip(names, line)) for line in zip(*values)]
+        values = [col.slice(lo, n).to_pylist() for col in self._passage_columns]
+        return [dict(zip(self._passage_names, line)) for line in zip(*values)]
 
 
 def _short_openmp_spin() -> None:
@@ -362,7 +363,7 @@ class Searcher:
         ranks = {q: {self._id(key): (i + 1, score, key) for i, (key, score) in enumerate(hits)}
                  for q, hits in results.items()}
         out = []
-        terms = None
+        terms = frozenset(analyze(query)) if "text" in results else frozenset()
         for rank, (vid, score) in enumerate(fused, start=1):
             s, row = self.where[vid]
             per = {}
@@ -371,10 +372,6 @@ class Searcher:
                 if found is None:
                     per[q] = None
                 elif q == "text":
-                    if terms is None:
-                        from models.text import analyze
-
-                        terms = frozenset(analyze(query))
                     per[q] = self._text_hit(found, terms)
                 else:
                     per[q] = QueueHit(found[0], round(found[1], 6))
@@ -396,8 +393,6 @@ class Searcher:
 
     def _text_hit(self, found, terms: frozenset[str]) -> QueueHit:
         """The text queue's hit with the line of the video that matches the query's terms best."""
-        from models.text import analyze
-
         rank, score, (s, row) = found
         fields = self.info["text"]["fields"]
         best, best_key = None, None
