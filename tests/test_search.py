@@ -303,6 +303,57 @@ def test_shards_built_by_beam_answer_like_one(corpus, tmp_path):
     assert sharded.search(SIGN_TEXT, k=1, queues=["text"])[0].video_id == SIGN_ID
 
 
+def test_a_sharded_index_searches_its_shards_side_by_side_and_answers_as_in_turn(corpus, tmp_path):
+    """Over a 2-shard index every queue searches both shards, the second on the Searcher's pool
+    threads, and every kind of query returns what the shards searched one after another on the
+    calling thread return; so do searches from several threads at once."""
+    import concurrent.futures
+    import threading
+
+    from models import clip
+    from models.decode import DecodeConfig, decode_keyframes
+
+    s = tmp_path / "sharded"
+    assert _build(corpus["out"], s, "--shards", "2", "--codebook", corpus["dict"]) == 0
+    fan = Searcher(str(s), clip_pretrained=corpus["checkpoint"])
+    seq = Searcher(str(s), clip_pretrained=corpus["checkpoint"])
+    seq._each_shard = lambda work: [work(i) for i in range(len(seq.shards))]
+
+    seen = []  # (queue, shard, thread name)
+
+    def spy(queue, shard, fn):
+        def call(*args, **kwargs):
+            seen.append((queue, shard, threading.current_thread().name))
+            return fn(*args, **kwargs)
+        return call
+
+    for i, shard in enumerate(fan.shards):
+        shard.text.search = spy("text", i, shard.text.search)
+        shard.vector.search = spy("vector", i, shard.vector.search)
+        shard.visual.search = spy("visual", i, shard.visual.search)
+
+    size = clip.image_size(TINY_MODEL)
+    images = [decode_keyframes(v["uri"], DecodeConfig(short_side=size)).keyframes[0][1] for v in corpus["videos"][:3]]
+    asks = ([{"query": q} for q, _ in _text_queries(corpus)] + [{"image": im} for im in images]
+            + [{"like": vid} for vid in fan.where])
+
+    def answer(searcher, ask):
+        return [h.to_json() for h in searcher.search(k=8, **ask)]
+
+    alone = [answer(seq, ask) for ask in asks]
+    seen.clear()
+    assert [answer(fan, ask) for ask in asks] == alone
+    assert all(any(r["queues"].get("text") for r in rs) for rs, ask in zip(alone, asks) if "query" in ask)
+    main = threading.current_thread().name
+    for queue in ("text", "vector", "visual"):
+        assert {sh for q, sh, _ in seen if q == queue} == {0, 1}, queue
+        assert all(t.startswith("vmm-search") for q, sh, t in seen if q == queue and sh == 1), queue
+    assert all(t == main for q, sh, t in seen if sh == 0)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda ask: answer(fan, ask), asks * 3))
+    assert together == alone * 3
+
+
 def test_bf16_query_precision_finds_what_fp32_finds(corpus, searcher):
     """`--query-precision bf16`: the same videos first, for every text query of the corpus, through
     both queues (the text queue runs beside the vector queue); refused with a query tower."""
