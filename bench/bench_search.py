@@ -255,6 +255,59 @@ def _text_search_parts(index, queries) -> dict:
     return out
 
 
+def _text_shards(index, path: str, docs: list, queries: list[str], weights: dict, shards: int) -> dict:
+    """The same documents split into `shards` text indexes by video id as `vmm index --shards` splits
+    them (each with its own BM25 statistics), searched the way Searcher fans a query out: shard 0 on
+    the calling thread, the others on a pool, results merged by score. Alternates with the single
+    index, query by query; reports p50 / p99 of both and how far the merged top-k agrees with it."""
+    import concurrent.futures
+
+    from models.bm25 import TextIndex
+    from pipelines.index import shard_of
+
+    parts = []
+    for s in range(shards):
+        part = f"{path}-shard{s}of{shards}"
+        if not os.path.exists(os.path.join(part, "meta.json")):
+            idx = TextIndex(part, weights)
+            idx.add((i, d) for i, d in enumerate(docs) if shard_of(f"v{i:09d}", shards) == s)
+        parts.append(TextIndex(part, weights))
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2))
+
+    def fan_out(q: str, k: int = 100):
+        rest = [pool.submit(p.search, q, k) for p in parts[1:]]
+        hits = parts[0].search(q, k) + [h for f in rest for h in f.result()]
+        return sorted(hits, key=lambda h: (-h[1], h[0]))[:k]
+
+    one, many, seq, overlap10, overlap100, same_first = [], [], [], [], [], 0
+    for q in queries:
+        t0 = time.perf_counter()
+        full = index.search(q, 100)
+        t1 = time.perf_counter()
+        merged = fan_out(q)
+        t2 = time.perf_counter()
+        sorted((h for p in parts for h in p.search(q, 100)), key=lambda h: (-h[1], h[0]))
+        t3 = time.perf_counter()
+        one.append(t1 - t0)
+        many.append(t2 - t1)
+        seq.append(t3 - t2)
+        a, b = [r for r, _ in full], [r for r, _ in merged]
+        if a:
+            overlap10.append(len(set(a[:10]) & set(b[:10])) / len(a[:10]))
+            overlap100.append(len(set(a) & set(b)) / len(a))
+            same_first += bool(b) and a[0] == b[0]
+    pool.shutdown()
+    o50, o99 = _percentiles(one)
+    m50, m99 = _percentiles(many)
+    s50, s99 = _percentiles(seq)
+    return {"shards": shards, "one_index_p50_ms": round(o50, 3), "one_index_p99_ms": round(o99, 3),
+            "shards_parallel_p50_ms": round(m50, 3), "shards_parallel_p99_ms": round(m99, 3),
+            "shards_sequential_p50_ms": round(s50, 3), "shards_sequential_p99_ms": round(s99, 3),
+            "speedup_p50": round(o50 / m50, 2),
+            "overlap_at_10": round(float(np.mean(overlap10)), 4), "overlap_at_100": round(float(np.mean(overlap100)), 4),
+            "same_first": round(same_first / max(1, len(overlap10)), 4)}
+
+
 def bench_text(args) -> dict:
     from bench.search_data import FIELDS
     from models.bm25 import TextIndex
@@ -291,6 +344,8 @@ def bench_text(args) -> dict:
                **_text_search_parts(index, queries),
                "tantivy_index_mib": round(_dir_size(path) / 2**20, 1),
                "peak_rss_tantivy_mib": round(_peak_mib(), 0)}
+        if args.shards > 1:
+            out.update(_text_shards(index, path, docs, queries, weights, args.shards))
         if not args.no_bm25s:  # bm25s takes analysed tokens: the analysis is timed on its own
             import bm25s
 
@@ -359,11 +414,98 @@ def write_forward_index(root: str, n: int, seed: int, clip_model: str, clip_weig
         json.dump({"run_id": run}, f)
 
 
+def queries_for(args) -> list[str]:
+    """The e2e queries: the documents' vocabulary (TextGenerator(seed) draws its Latin words from its
+    seed), with draws of its own: a generator of another seed has other Latin words, which the index
+    lacks, and its queries were cheaper than real ones (before 2026-12-06)."""
+    from bench.search_data import TextGenerator
+
+    gen = TextGenerator(args.seed)
+    gen.rng = np.random.default_rng(args.seed + 7)
+    return [gen.query(3) for _ in range(args.queries)]
+
+
+def _text_query_recall(searcher, queries: list[str], k: int = 10) -> float:
+    """Recall@k of the vector queue for text queries against exact inner-product search over the
+    stored vectors: the build tunes the index on held-out vectors of the index itself, which text
+    queries (another tower: another region of the space) are not."""
+    enc = searcher._query_encoder()
+    q = np.stack([enc.encode_text(t) for t in queries]).astype(np.float32)
+    best_s = np.full((len(q), k), -np.inf, np.float32)
+    best_id: list[list[str]] = [[""] * k for _ in q]
+    for shard in searcher.shards:
+        x = shard.vectors
+        for a in range(0, x.shape[0], 100_000):
+            sims = q @ np.asarray(x[a:a + 100_000], np.float32).T
+            top = np.argpartition(-sims, min(k, sims.shape[1] - 1), axis=1)[:, :k]
+            for i in range(len(q)):
+                pairs = list(zip(best_s[i], best_id[i])) + [(sims[i, j], shard.ids[a + j]) for j in top[i]]
+                pairs.sort(key=lambda p: -p[0])
+                best_s[i], best_id[i] = [p[0] for p in pairs[:k]], [p[1] for p in pairs[:k]]
+    found = [{h.video_id for h in searcher.search(t, k=k, queues=["vector"], depth=k)} for t in queries]
+    return round(float(np.mean([len(f & set(t)) / k for f, t in zip(found, best_id)])), 4)
+
+
+def _e2e_shards(one: str, sharded: str, queries: list[str], args) -> dict:
+    """The one-shard index against the N-shard index of the same forward index, query by query
+    alternately in one process, each Searcher with its own text tower and cache (every query is
+    encoded by both): search(query) p50 / p99, the text queue alone, the vector queue alone (its
+    query vector from the cache), and how far the N shards' results agree with one shard's (fused
+    top 20; the text queue's top 100: BM25 statistics are per shard; the vector queue's top 100)."""
+    from pipelines.search import Searcher
+
+    a, b = Searcher(one, threads=args.torch_threads), Searcher(sharded, threads=args.torch_threads)
+    for s in (a, b):
+        s.search(queries[0], k=20)
+    ta, tb, xa, xb, wa, wb, fused20, text100, vec100 = [], [], [], [], [], [], [], [], []
+    for q in queries[1:]:
+        t0 = time.perf_counter()
+        ha = a.search(q, k=20)
+        t1 = time.perf_counter()
+        hb = b.search(q, k=20)
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+        fused20.append(len({h.video_id for h in ha} & {h.video_id for h in hb}) / max(1, len(ha)))
+        t0 = time.perf_counter()
+        qa = a.search(q, k=100, queues=["text"])
+        t1 = time.perf_counter()
+        qb = b.search(q, k=100, queues=["text"])
+        t2 = time.perf_counter()
+        xa.append(t1 - t0)
+        xb.append(t2 - t1)
+        if qa:
+            text100.append(len({h.video_id for h in qa} & {h.video_id for h in qb}) / len(qa))
+        t0 = time.perf_counter()
+        va = a.search(q, k=100, queues=["vector"])
+        t1 = time.perf_counter()
+        vb = b.search(q, k=100, queues=["vector"])
+        t2 = time.perf_counter()
+        wa.append(t1 - t0)
+        wb.append(t2 - t1)
+        vec100.append(len({h.video_id for h in va} & {h.video_id for h in vb}) / max(1, len(va)))
+    (a50, a99), (b50, b99) = _percentiles(ta), _percentiles(tb)
+    (x50, x99), (y50, y99) = _percentiles(xa), _percentiles(xb)
+    (w50, w99), (z50, z99) = _percentiles(wa), _percentiles(wb)
+    return {"shards": args.shards,
+            "one_shard_p50_ms": round(a50, 2), "one_shard_p99_ms": round(a99, 2),
+            "n_shards_p50_ms": round(b50, 2), "n_shards_p99_ms": round(b99, 2),
+            "one_shard_text_only_p50_ms": round(x50, 2), "one_shard_text_only_p99_ms": round(x99, 2),
+            "n_shards_text_only_p50_ms": round(y50, 2), "n_shards_text_only_p99_ms": round(y99, 2),
+            "one_shard_vector_only_p50_ms": round(w50, 2), "one_shard_vector_only_p99_ms": round(w99, 2),
+            "n_shards_vector_only_p50_ms": round(z50, 2), "n_shards_vector_only_p99_ms": round(z99, 2),
+            "n_shards_vector": [r["vector"]["kind"] for r in b.info["shards"]],
+            "n_shards_recall_at_10": [r["vector"]["recall_at_10"] for r in b.info["shards"]],
+            "overlap_fused_at_20": round(float(np.mean(fused20)), 4),
+            "overlap_text_at_100": round(float(np.mean(text100)), 4),
+            "overlap_vector_at_100": round(float(np.mean(vec100)), 4),
+            "n_shards_text_query_vector_recall_at_10": _text_query_recall(b, queries[1:51])}
+
+
 def bench_e2e(args) -> dict:
     import subprocess
     import sys
 
-    from bench.search_data import TextGenerator
     from pipelines import index as index_cmd
     from pipelines.search import Searcher
 
@@ -372,25 +514,30 @@ def bench_e2e(args) -> dict:
         fwd = os.path.join(tmp, "out")
         search = args.search_dir or os.path.join(tmp, "search")
         gen_s = build_s = build_rss = None
-        if not os.path.isfile(os.path.join(search, "index.json")):
+        sharded = f"{search}-shards{args.shards}" if args.shards > 1 else None
+        needs = [d for d in (search, sharded) if d and not os.path.isfile(os.path.join(d, "index.json"))]
+        if needs:
             t = time.perf_counter()
             write_forward_index(fwd, args.n, args.seed, args.clip_model, "none")
             gen_s = time.perf_counter() - t
+        if sharded in needs:
+            t = time.perf_counter()
+            assert index_cmd.run(["--input", fwd, "--output", sharded, "--shards", str(args.shards)]) == 0
+            sharded_build_s = time.perf_counter() - t
+        if search in needs:
             t = time.perf_counter()
             assert index_cmd.run(["--input", fwd, "--output", search]) == 0
             build_s = time.perf_counter() - t
             build_rss = _peak_mib()
+        shards_out = _e2e_shards(search, sharded, queries_for(args), args) if sharded else {}
+        if sharded in needs:
+            shards_out["vmm_index_sharded_s"] = round(sharded_build_s, 1)
         with open(os.path.join(search, "index.json")) as f:
             info = json.load(f)
         t = time.perf_counter()
         searcher = Searcher(search, threads=args.torch_threads)
         load_s = time.perf_counter() - t
-        # The documents' vocabulary (TextGenerator(seed) draws its Latin words from its seed), with
-        # draws of its own: a generator of another seed has other Latin words, which the index
-        # lacks, and its queries were cheaper than real ones (before 2026-12-06).
-        gen = TextGenerator(args.seed)
-        gen.rng = np.random.default_rng(args.seed + 7)
-        queries = [gen.query(3) for _ in range(args.queries)]
+        queries = queries_for(args)
         t = time.perf_counter()
         searcher.search(queries[0], k=20)  # loads CLIP
         first_s = time.perf_counter() - t
@@ -469,6 +616,7 @@ def bench_e2e(args) -> dict:
                 "vector": info["shards"][0]["vector"]["kind"],
                 "vector_search": info["shards"][0]["vector"]["search"],
                 "recall_at_10": info["shards"][0]["vector"]["recall_at_10"],
+                "text_query_vector_recall_at_10": _text_query_recall(searcher, queries[1:51]),
                 "stage_seconds": info["shards"][0].get("stage_seconds"),
                 "peak_rss_after_build_mib": build_rss and round(build_rss, 0),
                 "searcher_load_s": round(load_s, 2), "first_query_s": round(first_s, 2),
@@ -483,7 +631,7 @@ def bench_e2e(args) -> dict:
                 "text_queue_only_p50_ms": round(b50, 2), "text_queue_only_p99_ms": round(b99, 2),
                 "torch_threads": torch.get_num_threads(),
                 "cold_cli_s": round(cold_s, 2), "search_dir_mib": round(_dir_size(search) / 2**20, 1),
-                "peak_rss_mib": round(_peak_mib(), 0), "load_average": load_average()}
+                **shards_out, "peak_rss_mib": round(_peak_mib(), 0), "load_average": load_average()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -516,6 +664,10 @@ def main(argv=None) -> int:
                         help="e2e: build the search index in this folder and keep it, or search the one it already "
                              "holds (generation and build are then not measured; same --n and --seed)")
     parser.add_argument("--no-bm25s", action="store_true")
+    parser.add_argument("--shards", type=int, default=1,
+                        help="text: also split the documents into N indexes as vmm index --shards N does and "
+                             "search them side by side; e2e: build the search index with --shards N and compare "
+                             "it with a one-shard index of the same forward index (kept beside --search-dir as DIR-shardsN)")
     parser.add_argument("--clip-model", default="ViT-B-32")
     parser.add_argument("--torch-threads", type=int, default=0, help="e2e: torch threads of the query encoder (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
