@@ -457,48 +457,32 @@ def _e2e_shards(one: str, sharded: str, queries: list[str], args) -> dict:
     a, b = Searcher(one, threads=args.torch_threads), Searcher(sharded, threads=args.torch_threads)
     for s in (a, b):
         s.search(queries[0], k=20)
-    ta, tb, xa, xb, wa, wb, fused20, text100, vec100 = [], [], [], [], [], [], [], [], []
+    # name -> (search arguments, overlap measured at); each query asked of a, then b, for every shape
+    shapes = {"": ({"k": 20}, "fused_at_20"), "text_only_": ({"k": 100, "queues": ["text"]}, "text_at_100"),
+              "vector_only_": ({"k": 100, "queues": ["vector"]}, "vector_at_100")}
+    times = {name: ([], []) for name in shapes}
+    overlaps = {name: [] for name in shapes}
     for q in queries[1:]:
-        t0 = time.perf_counter()
-        ha = a.search(q, k=20)
-        t1 = time.perf_counter()
-        hb = b.search(q, k=20)
-        t2 = time.perf_counter()
-        ta.append(t1 - t0)
-        tb.append(t2 - t1)
-        fused20.append(len({h.video_id for h in ha} & {h.video_id for h in hb}) / max(1, len(ha)))
-        t0 = time.perf_counter()
-        qa = a.search(q, k=100, queues=["text"])
-        t1 = time.perf_counter()
-        qb = b.search(q, k=100, queues=["text"])
-        t2 = time.perf_counter()
-        xa.append(t1 - t0)
-        xb.append(t2 - t1)
-        if qa:
-            text100.append(len({h.video_id for h in qa} & {h.video_id for h in qb}) / len(qa))
-        t0 = time.perf_counter()
-        va = a.search(q, k=100, queues=["vector"])
-        t1 = time.perf_counter()
-        vb = b.search(q, k=100, queues=["vector"])
-        t2 = time.perf_counter()
-        wa.append(t1 - t0)
-        wb.append(t2 - t1)
-        vec100.append(len({h.video_id for h in va} & {h.video_id for h in vb}) / max(1, len(va)))
-    (a50, a99), (b50, b99) = _percentiles(ta), _percentiles(tb)
-    (x50, x99), (y50, y99) = _percentiles(xa), _percentiles(xb)
-    (w50, w99), (z50, z99) = _percentiles(wa), _percentiles(wb)
-    return {"shards": args.shards,
-            "one_shard_p50_ms": round(a50, 2), "one_shard_p99_ms": round(a99, 2),
-            "n_shards_p50_ms": round(b50, 2), "n_shards_p99_ms": round(b99, 2),
-            "one_shard_text_only_p50_ms": round(x50, 2), "one_shard_text_only_p99_ms": round(x99, 2),
-            "n_shards_text_only_p50_ms": round(y50, 2), "n_shards_text_only_p99_ms": round(y99, 2),
-            "one_shard_vector_only_p50_ms": round(w50, 2), "one_shard_vector_only_p99_ms": round(w99, 2),
-            "n_shards_vector_only_p50_ms": round(z50, 2), "n_shards_vector_only_p99_ms": round(z99, 2),
+        for name, (kwargs, _) in shapes.items():
+            t0 = time.perf_counter()
+            ha = a.search(q, **kwargs)
+            t1 = time.perf_counter()
+            hb = b.search(q, **kwargs)
+            t2 = time.perf_counter()
+            times[name][0].append(t1 - t0)
+            times[name][1].append(t2 - t1)
+            if ha:
+                overlaps[name].append(len({h.video_id for h in ha} & {h.video_id for h in hb}) / len(ha))
+    out = {"shards": args.shards}
+    for name, (ta, tb) in times.items():
+        for who, ts in (("one_shard", ta), ("n_shards", tb)):
+            p50, p99 = _percentiles(ts)
+            out[f"{who}_{name}p50_ms"], out[f"{who}_{name}p99_ms"] = round(p50, 2), round(p99, 2)
+    for name, (_, key) in shapes.items():
+        out[f"overlap_{key}"] = round(float(np.mean(overlaps[name])), 4)
+    return {**out,
             "n_shards_vector": [r["vector"]["kind"] for r in b.info["shards"]],
             "n_shards_recall_at_10": [r["vector"]["recall_at_10"] for r in b.info["shards"]],
-            "overlap_fused_at_20": round(float(np.mean(fused20)), 4),
-            "overlap_text_at_100": round(float(np.mean(text100)), 4),
-            "overlap_vector_at_100": round(float(np.mean(vec100)), 4),
             "n_shards_text_query_vector_recall_at_10": _text_query_recall(b, queries[1:51])}
 
 
