@@ -661,6 +661,9 @@ def execute(args, options=None) -> int:
     parts = []
     for r in info["shards"]:
         v = r.get("vector") or {}
+        if not r["videos"]:
+            parts.append(f"shard {r['shard']}: empty (no video id hashes to it)")
+            continue
         parts.append(f"shard {r['shard']}: {r['videos']} videos, {v.get('kind')} {v.get('search')} "
                      f"recall@10 {v.get('recall_at_10')} on held-out queries")
     print(f"search index {args.output}: {info['counts']['videos']} videos from {len(info['runs'])} runs; "

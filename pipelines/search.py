@@ -102,11 +102,13 @@ class _Shard:
             from models.visual_words import VisualWordIndex
 
             self.visual = VisualWordIndex.load(os.path.join(folder, "visual.npz"))
-        # Memory-mapped, zero-copy: a cold start pages in only the row column and the lines it shows.
-        self._passages = pa.ipc.open_file(pa.memory_map(os.path.join(folder, PASSAGES_FILE))).read_all()
-        self._passage_rows = self._passages.column("row").to_numpy()
-        self._passage_names = self._passages.column_names
-        self._passage_columns = [self._passages.column(name) for name in self._passage_names]
+        self._passage_rows, self._passage_names, self._passage_columns = np.empty(0, np.int64), [], []
+        if n:  # a shard no video id hashes to has no passages file (nor text or vector index)
+            # Memory-mapped, zero-copy: a cold start pages in only the row column and the lines it shows.
+            passages = pa.ipc.open_file(pa.memory_map(os.path.join(folder, PASSAGES_FILE))).read_all()
+            self._passage_rows = passages.column("row").to_numpy()
+            self._passage_names = passages.column_names
+            self._passage_columns = [passages.column(name) for name in self._passage_names]
 
     def passages(self, row: int) -> list[dict]:
         """The passages of one row: the file is sorted by row, so its lines are one slice (read

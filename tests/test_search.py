@@ -354,6 +354,46 @@ def test_a_sharded_index_searches_its_shards_side_by_side_and_answers_as_in_turn
     assert together == alone * 3
 
 
+def test_empty_shards_are_searched_and_updated_like_the_others(corpus, tmp_path):
+    """More shards than the first run has videos for: the empty shards load and answer nothing, and
+    `--update` with a run whose videos land in a shard that was empty gives what a fresh build gives."""
+    from pipelines.index import shard_of
+
+    out = tmp_path / "out"
+    shutil.copytree(corpus["out"], out)
+    second = sorted(os.listdir(out / "_runs"))[-1].removesuffix(".json")
+    aside = tmp_path / "aside"
+    for path in out.rglob(f"*{second}*"):
+        (aside / path.parent.relative_to(out)).mkdir(parents=True, exist_ok=True)
+        path.rename(aside / path.relative_to(out))
+    old_ids = [v["video_id"] for v in corpus["videos"]]
+    # The fewest shards (a deterministic hash) for which a video of the second run lands in a shard
+    # that no video of the first run hashes to.
+    n = next(n for n in range(2, 64) if {shard_of(v, n) for v in (COPY_ID, SIGN_ID)} - {shard_of(v, n) for v in old_ids})
+    updated, fresh = tmp_path / "updated", tmp_path / "fresh"
+    assert _build(out, updated, "--shards", str(n), "--codebook", corpus["dict"]) == 0
+    with open(updated / "index.json", encoding="utf-8") as f:
+        empty = {r["shard"] for r in json.load(f)["shards"] if r["videos"] == 0}
+    assert empty & {shard_of(v, n) for v in (COPY_ID, SIGN_ID)}
+    before = Searcher(str(updated), clip_pretrained=corpus["checkpoint"])
+    assert before.search(SIGN_TEXT, k=3, queues=["text"]) == []
+    assert [h.video_id for h in before.search(like=old_ids[1], k=3)]
+    for path in aside.rglob("*"):
+        if path.is_file():
+            path.rename(out / path.relative_to(aside))
+    assert _build(out, updated, "--update") == 0
+    assert _build(out, fresh, "--shards", str(n), "--codebook", corpus["dict"]) == 0
+    a = Searcher(str(updated), clip_pretrained=corpus["checkpoint"])
+    b = Searcher(str(fresh), clip_pretrained=corpus["checkpoint"])
+    asks = [{"query": q} for q, _ in _text_queries(corpus)] + [{"like": v} for v in old_ids + [COPY_ID, SIGN_ID]]
+    for ask in asks:
+        assert [h.to_json() for h in a.search(k=5, **ask)] == [h.to_json() for h in b.search(k=5, **ask)], ask
+    assert a.search(SIGN_TEXT, k=1, queues=["text"])[0].video_id == SIGN_ID
+    r = _cli("index", "--input", str(out), "--output", str(tmp_path / "printed"), "--shards", str(n + 40))
+    assert r.returncode == 0, r.stderr
+    assert "empty (no video id hashes to it)" in r.stdout
+
+
 def test_bf16_query_precision_finds_what_fp32_finds(corpus, searcher):
     """`--query-precision bf16`: the same videos first, for every text query of the corpus, through
     both queues (the text queue runs beside the vector queue); refused with a query tower."""
