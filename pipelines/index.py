@@ -615,7 +615,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--update", action="store_true", help="add the runs committed since the last build")
     parser.add_argument("--overwrite", action="store_true", help="rebuild an existing search index from scratch")
     parser.add_argument("--shards", type=int, default=1,
-                        help="independent shards by video_id hash, built in parallel Beam workers (default 1)")
+                        help="independent shards by video_id hash, built in parallel Beam workers and searched "
+                             "side by side, one thread a shard (default 1)")
     parser.add_argument("--max-index-memory", default="4G",
                         help="RAM budget of one shard's vector index at search time; picks its type (default 4G)")
     parser.add_argument("--fields", default=None,
