@@ -429,21 +429,20 @@ def _text_query_recall(searcher, queries: list[str], k: int = 10) -> float:
     """Recall@k of the vector queue for text queries against exact inner-product search over the
     stored vectors: the build tunes the index on held-out vectors of the index itself, which text
     queries (another tower: another region of the space) are not."""
+    from models.ann import exact_search
+
     enc = searcher._query_encoder()
-    q = np.stack([enc.encode_text(t) for t in queries]).astype(np.float32)
-    best_s = np.full((len(q), k), -np.inf, np.float32)
-    best_id: list[list[str]] = [[""] * k for _ in q]
+    q = np.stack([enc.encode_text(t) for t in queries])
+    scores, ids = [], []  # each shard's exact top k, then the best k of them
     for shard in searcher.shards:
-        x = shard.vectors
-        for a in range(0, x.shape[0], 100_000):
-            sims = q @ np.asarray(x[a:a + 100_000], np.float32).T
-            top = np.argpartition(-sims, min(k, sims.shape[1] - 1), axis=1)[:, :k]
-            for i in range(len(q)):
-                pairs = list(zip(best_s[i], best_id[i])) + [(sims[i, j], shard.ids[a + j]) for j in top[i]]
-                pairs.sort(key=lambda p: -p[0])
-                best_s[i], best_id[i] = [p[0] for p in pairs[:k]], [p[1] for p in pairs[:k]]
+        if shard.vectors is not None:
+            s, r = exact_search(shard.vectors, q, k)
+            scores.append(s)
+            ids.append(np.asarray(shard.ids, object)[r])
+    best = np.argsort(-np.concatenate(scores, axis=1), axis=1, kind="stable")[:, :k]
+    truth = np.take_along_axis(np.concatenate(ids, axis=1), best, 1)
     found = [{h.video_id for h in searcher.search(t, k=k, queues=["vector"], depth=k)} for t in queries]
-    return round(float(np.mean([len(f & set(t)) / k for f, t in zip(found, best_id)])), 4)
+    return round(float(np.mean([len(f & set(t)) / k for f, t in zip(found, truth)])), 4)
 
 
 def _e2e_shards(one: str, sharded: str, queries: list[str], args) -> dict:

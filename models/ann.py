@@ -246,11 +246,19 @@ def _cell_order(graph, sample: np.ndarray, cells: int, seed: int) -> np.ndarray:
 
 
 def exact_neighbours(vectors: np.ndarray, query_rows: np.ndarray, k: int = 10) -> np.ndarray:
-    """Rows [Q, k] of each query row's k most similar *other* rows, by exact inner product,
-    scanning `vectors` in chunks (float16 memmaps included); memory is one chunk of vectors and one
-    [512, chunk] block of scores whatever Q. Ties go to the lower row."""
+    """Rows [Q, k] of each query row's k most similar *other* rows, by exact inner product."""
     query_rows = np.asarray(query_rows, np.int64)
-    q = _as_f32(vectors[query_rows])
+    return exact_search(vectors, vectors[query_rows], k, exclude_rows=query_rows)[1]
+
+
+def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int = 10,
+                 exclude_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores float32 [Q, k], rows int64 [Q, k]) of each query's k best rows by exact inner product,
+    scanning `vectors` in chunks (float16 memmaps included); memory is one chunk of vectors and one
+    [512, chunk] block of scores whatever Q. Ties go to the lower row; `exclude_rows` [Q] leaves one
+    row out of each query's results (its own)."""
+    q = _as_f32(np.atleast_2d(queries))
+    query_rows = None if exclude_rows is None else np.asarray(exclude_rows, np.int64)
     best_s = np.full((len(q), k), -np.inf, np.float32)
     best_r = np.full((len(q), k), -1, np.int64)
     for start in range(0, len(vectors), _CHUNK):
@@ -258,8 +266,9 @@ def exact_neighbours(vectors: np.ndarray, query_rows: np.ndarray, k: int = 10) -
         for lo in range(0, len(q), 512):
             hi = min(len(q), lo + 512)
             s = q[lo:hi] @ block.T
-            own = np.nonzero((query_rows[lo:hi] >= start) & (query_rows[lo:hi] < start + len(block)))[0]
-            s[own, query_rows[lo:hi][own] - start] = -np.inf
+            if query_rows is not None:
+                own = np.nonzero((query_rows[lo:hi] >= start) & (query_rows[lo:hi] < start + len(block)))[0]
+                s[own, query_rows[lo:hi][own] - start] = -np.inf
             if s.shape[1] > k + 1:  # the block's k + 1 best (one spare keeps a tie at the edge in play)
                 part = np.argpartition(-s, k, axis=1)[:, : k + 1]
                 s = np.take_along_axis(s, part, 1)
@@ -271,7 +280,7 @@ def exact_neighbours(vectors: np.ndarray, query_rows: np.ndarray, k: int = 10) -
             order = _top_k(s_all, r_all, k)
             best_s[lo:hi] = np.take_along_axis(s_all, order, 1)
             best_r[lo:hi] = np.take_along_axis(r_all, order, 1)
-    return best_r
+    return best_s, best_r
 
 
 def _top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
