@@ -21,16 +21,9 @@ def _spectrum(dim: int, alpha: float) -> np.ndarray:
     return (np.arange(1, dim + 1, dtype=np.float64) ** -alpha).astype(np.float32)
 
 
-def clip_like_vectors(n: int, dim: int = 512, seed: int = 0, *, topics: int = 20000,
-                      batch: int = 100_000, start: int = 0) -> np.ndarray:
-    """float32 [n, dim], L2-normalised. Mean pairwise cosine about 0.4 (see `mean_pairwise_cosine`).
-
-    x = mean direction + topic offset (topic drawn Zipf(1.1) over `topics`) + per-video offset,
-    both offsets with a power-law spectrum in a random rotation, then normalised.
-
-    `seed` fixes the distribution (mean, rotation, topic centres); `start` the rows drawn from it:
-    rows [start, start + n) of one seed, generated in any chunking, are one data set. (Seeding
-    each chunk differently would give every chunk its own cone: well-separated clusters.)"""
+def _cone(dim: int, seed: int, topics: int):
+    """The distribution `clip_like_vectors` draws from: (rotation, spectrum, mean direction, topic
+    centres, topic CDF), all fixed by seed."""
     rng = np.random.default_rng(seed)
     rot, _ = np.linalg.qr(rng.standard_normal((dim, dim)).astype(np.float32))
     rot = rot.astype(np.float32)
@@ -42,6 +35,20 @@ def clip_like_vectors(n: int, dim: int = 512, seed: int = 0, *, topics: int = 20
     ranks = np.arange(1, topics + 1, dtype=np.float64)
     cdf = np.cumsum(ranks ** -1.1)
     cdf /= cdf[-1]
+    return rot, scale, mean, centres, cdf
+
+
+def clip_like_vectors(n: int, dim: int = 512, seed: int = 0, *, topics: int = 20000,
+                      batch: int = 100_000, start: int = 0) -> np.ndarray:
+    """float32 [n, dim], L2-normalised. Mean pairwise cosine about 0.4 (see `mean_pairwise_cosine`).
+
+    x = mean direction + topic offset (topic drawn Zipf(1.1) over `topics`) + per-video offset,
+    both offsets with a power-law spectrum in a random rotation, then normalised.
+
+    `seed` fixes the distribution (mean, rotation, topic centres); `start` the rows drawn from it:
+    rows [start, start + n) of one seed, generated in any chunking, are one data set. (Seeding
+    each chunk differently would give every chunk its own cone: well-separated clusters.)"""
+    rot, scale, mean, centres, cdf = _cone(dim, seed, topics)
     out = np.empty((n, dim), np.float32)
     for lo in range(0, n, batch):
         m = min(batch, n - lo)
@@ -52,6 +59,25 @@ def clip_like_vectors(n: int, dim: int = 512, seed: int = 0, *, topics: int = 20
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         out[lo:lo + m] = x
     return out
+
+
+def text_like_queries(n: int, dim: int = 512, seed: int = 0, *, topics: int = 20000,
+                      query_seed: int = 1) -> np.ndarray:
+    """float32 [n, dim], L2-normalised: text-query vectors for an index of `clip_like_vectors(seed)`,
+    shaped by CLIP's modality gap. A text vector of trained CLIP shares its topic with the videos it
+    describes, but text and image embeddings sit in two separate cones (matching pairs have a
+    cosine near 0.3, while images among themselves are near 0.5): q = text mean direction (its own,
+    away from the images' mean) + the topic's centre + a per-query offset, then normalised. The
+    top inner products with the index are then low and close together, as for real text queries."""
+    rot, scale, mean, centres, cdf = _cone(dim, seed, topics)
+    rng = np.random.default_rng([seed, query_seed, 7])
+    text_mean = rng.standard_normal(dim).astype(np.float32)
+    text_mean -= (text_mean @ mean) * mean  # orthogonal to the images' mean direction
+    text_mean /= np.linalg.norm(text_mean)
+    topic = np.minimum(np.searchsorted(cdf, rng.random(n)), topics - 1)
+    own = (rng.standard_normal((n, dim)).astype(np.float32) * scale) @ rot
+    q = 0.8 * text_mean + 0.7 * centres[topic] + 0.75 * own
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
 def mean_pairwise_cosine(x: np.ndarray, sample: int = 2000, seed: int = 0) -> float:

@@ -35,6 +35,12 @@ recall's one-sided 95% confidence interval does (per-query recalls vary a lot; p
 setting whose mean crosses the target picks the luckiest estimate: at 1M vectors, 0.960 on 300
 tuning queries was 0.936 on 300 others); of those the fastest is kept. Its recall@10 is then measured
 on the held-out sample, and that is the figure recorded (`recall_at_10`), beside the tuning one.
+Those queries are what image and `--like` queries look like. A text query is not: CLIP's text and
+image embeddings sit in separate cones (the modality gap), so a text vector is far from every
+video vector, its neighbours are near-ties, and a graph walk tuned on the index's own vectors
+finds fewer of them. `tune_text` tunes a second setting (`search_text`) the same way on text-query
+vectors (`vmm index` cuts them from the index's own text and encodes them as `vmm search` does),
+recording its held-out recall and what the first setting gave those queries.
 """
 
 from __future__ import annotations
@@ -88,6 +94,12 @@ class AnnChoice:
     tuning: list = dataclasses.field(default_factory=list)  # [{setting, recall_at_10, recall_low, p50_ms, p99_ms}]
     recall_at_10_tuning: float | None = None  # the chosen setting's recall on the tuning sample
     tune_queries: int = 0  # size of each sample (tuning, held-out)
+    # Text queries (`tune_text`): tuned like `search` on text-query vectors, not the index's own.
+    search_text: dict = dataclasses.field(default_factory=dict)  # {} when not tuned: text queries use `search`
+    text_recall_at_10: float | None = None  # held-out text queries, with search_text
+    text_recall_at_10_before: float | None = None  # the same queries with `search` (what they got untuned)
+    text_tuning: list = dataclasses.field(default_factory=list)
+    text_tune_queries: int = 0
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -368,11 +380,14 @@ class VectorIndex:
     def tune(self, *, target_recall: float = 0.95, queries: int = TUNE_QUERIES, seed: int = 0, k: int = 10) -> AnnChoice:
         """Measure recall@k against exact search on a tuning sample of the index's own vectors for
         each setting of the grid, keep the fastest whose recall's lower confidence bound reaches
-        target_recall (or the best there is), and record its recall on a disjoint held-out sample."""
+        target_recall (or the best there is), and record its recall on a disjoint held-out sample.
+        What `tune_text` recorded is dropped: it was measured against the settings of before."""
         n = self.choice.count
+        untuned_text = dict(search_text={}, text_recall_at_10=None, text_recall_at_10_before=None, text_tuning=[],
+                            text_tune_queries=0)
         if self.choice.kind == "flat":
             self.choice = dataclasses.replace(self.choice, recall_at_10=1.0, recall_at_10_tuning=1.0, search={},
-                                              tuning=[], tune_queries=0)
+                                              tuning=[], tune_queries=0, **untuned_text)
             return self.choice
         rng = np.random.default_rng(seed)
         drawn = rng.choice(n, size=min(2 * queries, n), replace=False)
@@ -381,25 +396,65 @@ class VectorIndex:
         both = np.concatenate([tune_rows, check_rows])
         truth = exact_neighbours(self.vectors, both, k)
         q = _as_f32(self.vectors[both])
-        tq, cq = q[:half], q[half:]
-        tt, ct = truth[:half], truth[half:]
-        # Plans: settings of rising cost each; the deepest re-ranking first, as it reaches the target soonest.
+        chosen, check, tried = self._tune_on(q[:half], tune_rows, truth[:half], q[half:], check_rows, truth[half:],
+                                             target_recall, k, "own vectors")
+        self.choice = dataclasses.replace(self.choice, search=dict(chosen["setting"]),
+                                          recall_at_10=check["recall_at_10"],
+                                          recall_at_10_tuning=chosen["recall_at_10"], tuning=tried,
+                                          tune_queries=len(tune_rows), **untuned_text)
+        return self.choice
+
+    def tune_text(self, queries: np.ndarray, *, target_recall: float = 0.95, seed: int = 0, k: int = 10) -> AnnChoice:
+        """Tune a second setting, `search_text`, for text queries: `queries` are text-query vectors
+        (float [Q, D], L2-normalised), split by seed into a tuning half and a held-out half, each
+        against its exact top k over the whole index, the same rule as `tune`. Needed because a
+        CLIP text vector is not like the video vectors the graph was built from and tuned on (the
+        modality gap): it lies outside their cone, where a graph walk finds its true neighbours
+        less often at the same effort. Also recorded: the held-out half's recall with `search`,
+        what text queries got before. A flat index is exact for every query: nothing to tune."""
+        if self.choice.kind == "flat":
+            self.choice = dataclasses.replace(self.choice, search_text={}, text_recall_at_10=1.0,
+                                              text_recall_at_10_before=1.0, text_tuning=[], text_tune_queries=0)
+            return self.choice
+        q = _as_f32(np.atleast_2d(queries))
+        if len(q) < 2:
+            raise AnnError(f"tuning for text queries needs at least 2 query vectors, got {len(q)}")
+        order = np.random.default_rng(seed).permutation(len(q))
+        half = len(q) // 2
+        q = q[order[: 2 * half]]
+        _, truth = exact_search(self.vectors, q, k)
+        tq, cq, tt, ct = q[:half], q[half:], truth[:half], truth[half:]
+        before = self._measure(cq, None, ct, self.choice.search, k)
+        chosen, check, tried = self._tune_on(tq, None, tt, cq, None, ct, target_recall, k, "text queries")
+        self.choice = dataclasses.replace(self.choice, search_text=dict(chosen["setting"]),
+                                          text_recall_at_10=check["recall_at_10"],
+                                          text_recall_at_10_before=before["recall_at_10"], text_tuning=tried,
+                                          text_tune_queries=half)
+        return self.choice
+
+    def _plans(self, k: int) -> list[list[dict]]:
+        """Settings of rising cost, one list a re-ranking depth, the deepest first: it reaches the target soonest."""
         if self.choice.kind == "hnsw":
-            plans = [[{"efSearch": ef} for ef in EF_GRID]]
-        elif self.choice.kind == "hnswpca":
-            plans = [[{"efSearch": ef, "refine_factor": rf} for ef in EF_GRID if ef >= k * rf]
-                     for rf in sorted(PCA_REFINE_GRID, reverse=True)]
-        else:
-            nprobes = [p for p in NPROBE_GRID if p <= self.choice.params["nlist"]]
-            plans = [[{"nprobe": p, "refine_factor": rf} for p in nprobes] for rf in sorted(REFINE_GRID, reverse=True)]
+            return [[{"efSearch": ef} for ef in EF_GRID]]
+        if self.choice.kind == "hnswpca":
+            return [[{"efSearch": ef, "refine_factor": rf} for ef in EF_GRID if ef >= k * rf]
+                    for rf in sorted(PCA_REFINE_GRID, reverse=True)]
+        nprobes = [p for p in NPROBE_GRID if p <= self.choice.params["nlist"]]
+        return [[{"nprobe": p, "refine_factor": rf} for p in nprobes] for rf in sorted(REFINE_GRID, reverse=True)]
+
+    def _tune_on(self, tq, t_rows, tt, cq, c_rows, ct, target_recall: float, k: int, what: str):
+        """(chosen entry, its held-out measurement, every entry tried): the grid walked on the tuning
+        queries tq (rows t_rows left out of their own results, or None) against truth tt, the
+        fastest setting whose recall's lower bound reaches target_recall kept (or the best there
+        is), then measured on the held-out queries cq."""
         tried, reached = [], []
         fastest = math.inf  # p50 of the fastest setting reaching the target so far
-        for plan in plans:  # stop a plan at its first setting that reaches the target, or is slower than one that did
+        for plan in self._plans(k):  # stop a plan at its first setting that reaches the target, or is slower than one that did
             for setting in plan:
-                entry = self._measure(tq, tune_rows, tt, setting, k)
+                entry = self._measure(tq, t_rows, tt, setting, k)
                 tried.append(entry)
-                logger.info("vector index %s: %s recall@10 %.4f (>= %.4f) p50 %.3f ms", self.choice.kind, setting,
-                            entry["recall_at_10"], entry["recall_low"], entry["p50_ms"])
+                logger.info("vector index %s, %s: %s recall@10 %.4f (>= %.4f) p50 %.3f ms", self.choice.kind, what,
+                            setting, entry["recall_at_10"], entry["recall_low"], entry["p50_ms"])
                 if entry["recall_low"] >= target_recall:
                     reached.append(entry)
                     fastest = min(fastest, entry["p50_ms"])
@@ -410,29 +465,29 @@ class VectorIndex:
             chosen = min(reached, key=lambda e: e["p50_ms"])
         else:
             chosen = max(tried, key=lambda e: e["recall_at_10"])
-        check = self._measure(cq, check_rows, ct, chosen["setting"], k)
-        logger.info("vector index %s: %s recall@10 %.4f on %d held-out queries (%.4f on the tuning sample)",
-                    self.choice.kind, chosen["setting"], check["recall_at_10"], len(check_rows), chosen["recall_at_10"])
+        check = self._measure(cq, c_rows, ct, chosen["setting"], k)
+        logger.info("vector index %s, %s: %s recall@10 %.4f on %d held-out queries (%.4f on the tuning sample)",
+                    self.choice.kind, what, chosen["setting"], check["recall_at_10"], len(cq), chosen["recall_at_10"])
         if check["recall_at_10"] < target_recall:
-            logger.warning("vector index %s: recall@10 %.4f on held-out queries < %.2f (best setting tried: %s)",
-                           self.choice.kind, check["recall_at_10"], target_recall, chosen["setting"])
-        self.choice = dataclasses.replace(self.choice, search=dict(chosen["setting"]),
-                                          recall_at_10=check["recall_at_10"],
-                                          recall_at_10_tuning=chosen["recall_at_10"], tuning=tried,
-                                          tune_queries=len(tune_rows))
-        return self.choice
+            logger.warning("vector index %s, %s: recall@10 %.4f on held-out queries < %.2f (best setting tried: %s)",
+                           self.choice.kind, what, check["recall_at_10"], target_recall, chosen["setting"])
+        return chosen, check, tried
 
-    def _measure(self, q: np.ndarray, rows: np.ndarray, truth: np.ndarray, setting: dict, k: int) -> dict:
+    def _measure(self, q: np.ndarray, rows: np.ndarray | None, truth: np.ndarray, setting: dict, k: int) -> dict:
+        """Recall@k against truth and latency of one setting, one query at a time; `rows`: each
+        query's own row, left out of its results (None: queries from outside the index)."""
         t = []
-        found = np.empty((len(rows), k), np.int64)
-        for i in range(len(rows)):
+        found = np.empty((len(q), k), np.int64)
+        for i in range(len(q)):
             t0 = time.perf_counter()
-            _, r = self.search(q[i: i + 1], k, setting=setting, exclude=rows[i: i + 1])
+            _, r = self.search(q[i: i + 1], k, setting=setting, exclude=None if rows is None else rows[i: i + 1])
             t.append(time.perf_counter() - t0)
             found[i] = r[0]
-        per_query = np.array([len(set(found[i]) & set(truth[i])) / k for i in range(len(rows))])
+        # Out of the true neighbours there are: an index of fewer than k + 1 vectors has fewer (-1 pads).
+        per_query = np.array([len(set(found[i]) & set(truth[i][truth[i] >= 0])) / max(1, int((truth[i] >= 0).sum()))
+                              for i in range(len(q))])
         recall = float(per_query.mean())
-        low = recall - TUNE_Z * float(per_query.std(ddof=1)) / math.sqrt(len(rows)) if len(rows) > 1 else recall
+        low = recall - TUNE_Z * float(per_query.std(ddof=1)) / math.sqrt(len(q)) if len(q) > 1 else recall
         t.sort()
         return {"setting": dict(setting), "recall_at_10": round(recall, 4), "recall_low": round(low, 4),
                 "p50_ms": round(1000 * t[len(t) // 2], 3),

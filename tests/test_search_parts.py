@@ -184,6 +184,59 @@ def test_tune_records_recall_measured_on_queries_it_did_not_tune_on(monkeypatch)
                                                abs=1e-4)
 
 
+def test_tune_text_tunes_a_second_setting_for_queries_from_outside_the_cone(monkeypatch):
+    from bench.search_data import text_like_queries
+
+    x = _cone(20000).astype(np.float16)
+    q = text_like_queries(400, 64, 0, topics=200)
+    choice = ann.AnnChoice("hnsw", len(x), x.shape[1], "HNSW32,Flat", 0, "test", params={"M": 16, "efConstruction": 40})
+    index = ann.VectorIndex(ann.build_index(x, choice), choice, x)
+    own = index.tune(queries=200, target_recall=0.95)
+    calls = []
+    measure = ann.VectorIndex._measure
+
+    def spy(self, queries, rows, truth, setting, k):
+        entry = measure(self, queries, rows, truth, setting, k)
+        calls.append((queries.copy(), rows, dict(setting), entry))
+        return entry
+
+    monkeypatch.setattr(ann.VectorIndex, "_measure", spy)
+    tuned = index.tune_text(q, target_recall=0.95)
+    # The own-vector setting is kept for images and --like; text queries get their own, costlier one.
+    assert tuned.search == own.search and tuned.recall_at_10 == own.recall_at_10
+    assert tuned.search_text["efSearch"] > own.search["efSearch"]
+    assert tuned.text_recall_at_10 >= 0.95 > tuned.text_recall_at_10_before
+    assert tuned.text_tune_queries == 200 and len(tuned.text_tuning) == len(calls) - 2
+    (before_q, before_rows, before_setting, before), *tuning, (check_q, check_rows, check_setting, check) = calls
+    assert before_rows is None and check_rows is None  # text queries are no rows of the index: nothing left out
+    assert before_setting == own.search and check_setting == tuned.search_text
+    assert np.array_equal(before_q, check_q)
+    # Held out: no tuning query is among the checked ones; together they are the queries given.
+    tuning_q = tuning[0][0]
+    assert not (np.abs(check_q[:, None, :] - tuning_q[None, :, :]).sum(-1) < 1e-6).any()
+    assert len(tuning_q) + len(check_q) == len(q)
+    # The recorded figures are what an independent measurement gives (numpy's exact top 10).
+    truth = np.argsort(-(check_q @ x.astype(np.float32).T), axis=1, kind="stable")[:, :10]
+
+    def recall(setting):
+        _, found = index.search(check_q, 10, setting=setting)
+        return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
+
+    assert tuned.text_recall_at_10 == pytest.approx(recall(tuned.search_text), abs=1e-4)
+    assert tuned.text_recall_at_10_before == pytest.approx(recall(own.search), abs=1e-4)
+    # The text setting is the index's own JSON record's, and a re-tune (--update) drops it: it was
+    # measured against the old settings.
+    assert ann.AnnChoice.from_json(tuned.to_json()) == tuned
+    monkeypatch.setattr(ann.VectorIndex, "_measure", measure)
+    again = index.tune(queries=200, target_recall=0.95)
+    assert again.search_text == {} and again.text_recall_at_10 is None and again.text_tuning == []
+    # A flat index is exact for text queries too.
+    flat = ann.plan_index(2000, x.shape[1], 1 << 30)
+    assert flat.kind == "flat"
+    exact = ann.VectorIndex(ann.build_index(x[:2000], flat), flat, x[:2000]).tune_text(q)
+    assert exact.search_text == {} and exact.text_recall_at_10 == 1.0
+
+
 def test_exact_neighbours_leave_out_self_and_match_numpy():
     x = _cone(500, 32)
     rows = np.array([0, 7, 499])
