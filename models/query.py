@@ -67,6 +67,14 @@ def resolve_weights(index_model: str, index_weights: str, pretrained: str | None
     return config
 
 
+def text_encoder_id(index_model: str, index_weights: str, tower_info: dict | None = None) -> str:
+    """What encodes an index's text queries, as `vmm index` records it when it tunes the vector
+    search for them: the index's CLIP text tower, or a query tower (by its weights' hash)."""
+    if tower_info is not None:
+        return f"query tower sha256:{str(tower_info.get('weights_sha256'))[:16]}"
+    return f"clip {index_model} {index_weights}"
+
+
 class QueryEncoder:
     """CLIP text and image towers of an index's model and weights. Cheap constructor; the model
     loads on the first encode (or `load()`)."""

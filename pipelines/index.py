@@ -1,7 +1,8 @@
 """`vmm index`: build the search index of `vmm search` from a forward index.
 
     vmm index --input out/ --output search/ [--update] [--shards N] [--max-index-memory 4G]
-              [--fields title:2,ocr_subtitle_text,ocr_scene_text:0.7,asr_text] [Beam options]
+              [--fields title:2,ocr_subtitle_text,ocr_scene_text:0.7,asr_text]
+              [--text-queries auto|N] [--clip-pretrained PATH] [--query-tower DIR] [Beam options]
 
 Consumes every committed run of a forward index (`schemas.index.IndexReader`: one file of one
 table at a time, any Beam filesystem). Produces SEARCH/ (a local directory):
@@ -24,10 +25,17 @@ the last build: the vectors and text are added to the existing shards where the 
 stays the same (Flat, HNSW, IVF-PQ take additions; the search parameter is re-tuned), otherwise
 the shard is rebuilt and the log says why; the visual words are re-weighted from their stored
 counts (idf changes with every video).
+
+Once the shards are built, graph and IVF shards get a second search setting for text queries
+(`ann.VectorIndex.tune_text`), tuned on short queries cut from the index's own lines and encoded
+as `vmm search` encodes them (the CLIP text tower, or `--query-tower`); `--text-queries auto`
+(default) does it for an index of trained weights that are available here, N forces it with N
+queries a sample, 0 turns it off. index.json's `text_queries` says which encoder, or why not.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -56,6 +64,9 @@ VISUAL_WORDS = ("frame", "patch")
 TARGET_RECALL = 0.95
 PASSAGES_FILE = "passages.arrow"
 PASSAGE_BATCH = 65536  # rows a record batch of the passages file
+TEXT_TUNE_QUERIES = 500  # text queries a sample (tuning, held-out), --text-queries auto
+QUERY_WORDS = (2, 6)  # a tuning text query: 2-6 words of an indexed line,
+QUERY_CHARS = (4, 12)  # or 4-12 characters of a line written without spaces (Chinese)
 _BATCH = 8192
 
 
@@ -408,6 +419,10 @@ def _write_state(folder: str, ids: list[str], titles: list, record: dict) -> Non
     table = pa.table({"row": pa.array(range(len(ids)), pa.int64()), "video_id": pa.array(ids, pa.string()),
                       "title": pa.array(titles, pa.string())})
     pq.write_table(table, os.path.join(folder, "docs.parquet"))
+    _write_record(folder, record)
+
+
+def _write_record(folder: str, record: dict) -> None:
     with open(os.path.join(folder, "shard.json"), "w", encoding="utf-8") as f:
         json.dump(record, f, indent=2, sort_keys=True)
 
@@ -532,6 +547,7 @@ def build(args, options=None) -> dict:
     total = sum(r["videos"] for r in records)
     if total == 0:
         raise IndexBuildError(f"{args.input} has no videos to index")
+    text_queries = _tune_for_text_queries(args, spec, meta, records, previous)
     info = {
         "format": FORMAT,
         "vmm_version": __version__,
@@ -550,6 +566,7 @@ def build(args, options=None) -> dict:
         "vector": {"max_index_memory": spec.max_memory, "target_recall_at_10": spec.target_recall,
                    "metric": "inner product of L2-normalised vectors (cosine)"},
         "visual": {"words": list(spec.visual_words), "weighting": "tf-idf, (1 + ln tf) * idf, cosine"},
+        "text_queries": text_queries,
         "shards_count": shards,
         "shards": records,
         "built_seconds": round(time.perf_counter() - started, 2),
@@ -562,6 +579,117 @@ def build(args, options=None) -> dict:
         json.dump(info, f, indent=2, sort_keys=True, ensure_ascii=False)
     os.replace(tmp, index_json)
     return info
+
+
+# ---- the vector search tuned for text queries ------------------------------------------------
+
+
+def _query_window(line: str, rng) -> str:
+    """A short query cut from an indexed line: QUERY_WORDS words, or QUERY_CHARS characters of a
+    line with no spaces to split on (Chinese), at a seeded place."""
+    words = line.split()
+    if len(words) >= 2:
+        n = int(rng.integers(QUERY_WORDS[0], QUERY_WORDS[1] + 1))
+        start = int(rng.integers(0, max(1, len(words) - n + 1)))
+        return " ".join(words[start:start + n])
+    text = line.strip()
+    if len(text) > QUERY_CHARS[1]:
+        n = int(rng.integers(QUERY_CHARS[0], QUERY_CHARS[1] + 1))
+        start = int(rng.integers(0, len(text) - n + 1))
+        return text[start:start + n]
+    return text
+
+
+def _query_texts(output: str, records: list[dict], count: int, seed: int) -> list[str]:
+    """Up to `count` text queries cut from the index's own lines (titles, subtitles, scene text,
+    speech: its passages), drawn by seed across all shards."""
+    import pyarrow.compute as pc
+
+    tables = [pa.ipc.open_file(pa.memory_map(os.path.join(shard_dir(output, r["shard"]), PASSAGES_FILE)))
+              .read_all().select(["text"]) for r in records if r["videos"]]
+    table = pa.concat_tables(tables) if tables else None
+    if table is None or not len(table):
+        return []
+    table = table.filter(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(table.column("text"))), 0))
+    rng = np.random.default_rng([seed, 17])
+    take = np.sort(rng.choice(len(table), size=min(count, len(table)), replace=False))
+    lines = table.column("text").take(pa.array(take)).to_pylist()
+    return [q for q in (_query_window(line, rng) for line in lines) if q]
+
+
+def _text_encoder(args, model: str, weights: str):
+    """(encoder with encode_texts, its id): the query tower of --query-tower, or the index's CLIP
+    text tower with --clip-pretrained's weights (the rule of vmm search)."""
+    from models.query import QueryEncoder, text_encoder_id
+
+    if args.query_tower:
+        from models.query_tower import QueryTower
+
+        tower = QueryTower(args.query_tower, model, weights)
+        return tower, text_encoder_id(model, weights, tower.info)
+    encoder = QueryEncoder(model, weights, args.clip_pretrained, cache_size=0)
+    encoder.load()
+    return encoder, text_encoder_id(model, weights)
+
+
+def _tune_for_text_queries(args, spec: BuildSpec, meta: dict, records: list[dict], previous: dict | None) -> dict:
+    """Tune each graph or IVF shard's search for text queries (`ann.VectorIndex.tune_text`) on
+    queries cut from the index's own text and encoded as `vmm search` encodes them; the setting
+    goes into the shard's vector record (`search_text`). Returns index.json's `text_queries`: the
+    encoder and query count, or why nothing was tuned. By default (`--text-queries auto`) only an
+    index of trained weights is tuned: a random tower's text vectors say nothing of real queries."""
+    from models.clip import NO_WEIGHTS
+
+    wanted = args.text_queries
+    graphs = [r for r in records if r["videos"] and r.get("vector") and r["vector"]["kind"] != "flat"]
+    if wanted == 0:
+        return {"skipped": "--text-queries 0"}
+    if not graphs:
+        return {"skipped": "every shard's vector index is exact (flat): text queries find their true neighbours"}
+    model, weights = meta.get("vmm.clip_model"), meta.get("vmm.clip_weights")
+    if wanted is None and weights == NO_WEIGHTS and not args.query_tower:
+        why = ("the index's CLIP weights are random (none): their text vectors say nothing of real queries "
+               "(--text-queries N tunes anyway)")
+        logger.info("vector search not tuned for text queries: %s", why)
+        return {"skipped": why}
+    started = time.perf_counter()
+    try:
+        encoder, encoder_id = _text_encoder(args, model, weights)
+    except (ValueError, OSError, RuntimeError) as e:  # a mismatch, a missing tower or checkpoint, weights not here
+        if wanted is not None:
+            raise IndexBuildError(f"--text-queries: cannot encode text queries: {e}") from e
+        logger.warning("vector search not tuned for text queries: cannot encode them: %s", e)
+        return {"skipped": f"cannot encode text queries: {e}"}
+    earlier = (previous or {}).get("text_queries") or {}
+    todo = [r for r in graphs if not r["vector"].get("search_text") or earlier.get("encoder") != encoder_id]
+    if not todo:
+        return earlier
+    per_sample = wanted or TEXT_TUNE_QUERIES
+    texts = _query_texts(spec.output, records, 2 * per_sample, spec.seed)
+    if len(texts) < 20:
+        why = f"the index has {len(texts)} lines of text to make text queries from (at least 20 needed)"
+        if wanted is not None:
+            raise IndexBuildError(f"--text-queries: {why}")
+        logger.warning("vector search not tuned for text queries: %s", why)
+        return {"skipped": why}
+    vectors = np.concatenate([encoder.encode_texts(texts[i:i + 64]) for i in range(0, len(texts), 64)])
+    encoded = time.perf_counter() - started
+    for r in todo:
+        folder = shard_dir(spec.output, r["shard"])
+        choice = ann.AnnChoice.from_json(r["vector"])
+        stored = np.memmap(os.path.join(folder, "vectors.f16"), dtype=np.float16, mode="r",
+                           shape=(choice.count, choice.dim))
+        index = ann.VectorIndex.load(os.path.join(folder, "vector.faiss"), choice, stored)
+        tuned = index.tune_text(vectors, target_recall=spec.target_recall, seed=spec.seed).to_json()
+        r["vector"] = dict(r["vector"], **{k: tuned[k] for k in tuned if k == "search_text" or k.startswith("text_")})
+        _write_record(folder, r)
+        logger.info("shard %d: text queries %s recall@10 %.4f on held-out text queries (%.4f with %s)", r["shard"],
+                    tuned["search_text"], tuned["text_recall_at_10"], tuned["text_recall_at_10_before"],
+                    tuned["search"])
+    return {"encoder": encoder_id, "queries": len(texts) // 2,
+            "source": f"the index's own lines (titles, subtitles, scene text, speech), {QUERY_WORDS[0]}-"
+                      f"{QUERY_WORDS[1]} words or {QUERY_CHARS[0]}-{QUERY_CHARS[1]} characters of each, seed {spec.seed}",
+            "encode_seconds": round(encoded, 2), "seconds": round(time.perf_counter() - started, 2)}
 
 
 def _analyzer_id() -> str:
@@ -631,6 +759,29 @@ def add_arguments(parser) -> None:
     parser.add_argument("--target-recall", type=float, default=TARGET_RECALL,
                         help="recall@10 the vector index's search parameters are tuned to (default 0.95)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the tuning sample and k-means (default 0)")
+    parser.add_argument("--text-queries", type=_text_queries, default=None, metavar="auto|N",
+                        help="tune the vector search for text queries too, on N queries a sample (tuning, "
+                             "held-out) cut from the index's own text and encoded as vmm search encodes them "
+                             f"(a CLIP text vector is not like the video vectors a graph is tuned on). auto "
+                             f"(default): {TEXT_TUNE_QUERIES}, for an index of trained weights that are here; 0: never")
+    parser.add_argument("--clip-pretrained", default=None,
+                        help="for --text-queries: the weights that encode text queries, as in vmm search "
+                             "(default the index's recorded tag; an index built from a local checkpoint needs its path)")
+    parser.add_argument("--query-tower", default=None,
+                        help="for --text-queries: tune for text encoded by this query tower (vmm search "
+                             "--query-tower), not the CLIP text tower")
+
+
+def _text_queries(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a count, got {text!r}") from None
+    if n < 0 or 0 < n < 10:
+        raise argparse.ArgumentTypeError(f"expected auto, 0 or a count of at least 10, got {n}")
+    return n
 
 
 def check_arguments(args) -> None:
@@ -665,10 +816,17 @@ def execute(args, options=None) -> int:
         if not r["videos"]:
             parts.append(f"shard {r['shard']}: empty (no video id hashes to it)")
             continue
-        parts.append(f"shard {r['shard']}: {r['videos']} videos, {v.get('kind')} {v.get('search')} "
-                     f"recall@10 {v.get('recall_at_10')} on held-out queries")
+        part = (f"shard {r['shard']}: {r['videos']} videos, {v.get('kind')} {v.get('search')} "
+                f"recall@10 {v.get('recall_at_10')} on held-out queries")
+        if v.get("search_text"):
+            part += (f", text queries {v['search_text']} recall@10 {v['text_recall_at_10']} "
+                     f"({v['text_recall_at_10_before']} untuned)")
+        parts.append(part)
     print(f"search index {args.output}: {info['counts']['videos']} videos from {len(info['runs'])} runs; "
           + "; ".join(parts))
+    skipped = (info.get("text_queries") or {}).get("skipped")
+    if skipped and not skipped.startswith("every shard"):
+        print(f"vector search not tuned for text queries: {skipped}")
     return 0
 
 

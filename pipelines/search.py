@@ -187,6 +187,16 @@ class Searcher:
 
             self._tower = QueryTower(query_tower, self.info["clip_model"], self.info["clip_weights"],
                                      device=device, threads=threads)
+        from models.query import text_encoder_id
+
+        # The vector search setting tuned for text queries is for one text encoder (index.json's
+        # text_queries): another one's vectors fall elsewhere, and get the own-vector setting.
+        tuned_for = (self.info.get("text_queries") or {}).get("encoder")
+        self._text_tuned = tuned_for is not None and tuned_for == text_encoder_id(
+            self.info["clip_model"], self.info["clip_weights"], self._tower.info if self._tower else None)
+        if tuned_for is not None and not self._text_tuned:
+            logger.info("text queries use the vector search setting tuned on the index's own vectors: the one "
+                        "tuned for text queries is for %s", tuned_for)
         self._codebooks = None
         self._executor = None
         _short_openmp_spin()
@@ -266,13 +276,18 @@ class Searcher:
     def _text_queue(self, query: str, depth: int):
         return self._merge(self._each_shard(self._text_work(query, depth)), depth)
 
-    def _vector_work(self, vector: np.ndarray, depth: int, like: tuple[int, int] | None = None):
+    def _vector_work(self, vector: np.ndarray, depth: int, like: tuple[int, int] | None = None, text: bool = False):
+        """One shard's vector search. A text query's uses the setting tuned for text queries where
+        `vmm index` tuned one for this searcher's text encoder (`search_text`), else `search`."""
+        tuned_text = text and self._text_tuned
+
         def work(s: int) -> list[tuple[int, float]]:
             shard = self.shards[s]
             if shard.vector is None:
                 return []
             exclude = np.array([like[1]]) if like is not None and like[0] == s else None
-            scores, rows = shard.vector.search(vector[None, :], depth, exclude=exclude)
+            setting = (shard.vector.choice.search_text or None) if tuned_text else None
+            scores, rows = shard.vector.search(vector[None, :], depth, exclude=exclude, setting=setting)
             return [(int(r), float(sc)) for r, sc in zip(rows[0], scores[0]) if r >= 0]
 
         return work
@@ -347,7 +362,7 @@ class Searcher:
                 raise SearchError("the query is empty")
             if "vector" in queues:
                 vec = (self._tower or self._query_encoder()).encode_text(query)
-                vector_work = self._vector_work(vec, depths["vector"])
+                vector_work = self._vector_work(vec, depths["vector"], text=True)
                 if "text" not in queues:
                     results["vector"] = self._merge(self._each_shard(vector_work), depths["vector"])
                 elif len(self.shards) == 1:

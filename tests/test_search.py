@@ -394,6 +394,82 @@ def test_empty_shards_are_searched_and_updated_like_the_others(corpus, tmp_path)
     assert "empty (no video id hashes to it)" in r.stdout
 
 
+def test_text_queries_get_a_vector_search_tuned_on_text_queries(corpus, tmp_path, monkeypatch, capsys):
+    """With graph shards (forced here: the corpus is small enough for a flat index), `vmm index
+    --text-queries N` cuts queries from the index's own lines, encodes them with the index's text
+    tower and tunes a second search setting on them; text queries use it, --like does not, nor a
+    searcher whose text encoder is not the one it was tuned for."""
+    from models import ann
+
+    monkeypatch.setattr(ann, "FLAT_MAX", 2)
+    s = tmp_path / "tuned"
+    assert _build(corpus["out"], s, "--text-queries", "10", "--clip-pretrained", corpus["checkpoint"]) == 0
+    printed = capsys.readouterr().out
+    info = json.loads((s / "index.json").read_text(encoding="utf-8"))
+    tq = info["text_queries"]
+    assert tq["encoder"] == f"clip {TINY_MODEL} {info['clip_weights']}" and tq["queries"] == 10
+    vector = info["shards"][0]["vector"]
+    assert vector["kind"] == "hnsw" and vector["search_text"]["efSearch"] > 0
+    assert vector["text_tune_queries"] == 10 and vector["text_tuning"]
+    assert 0 < vector["text_recall_at_10"] <= 1 and vector["text_recall_at_10_before"] is not None
+    assert f"text queries {vector['search_text']}" in printed
+    # The queries are windows of the index's own indexed lines, the same ones on every build.
+    lines = [" ".join(t.split()) for t in Searcher(str(s)).shards[0]._passage_columns[2].to_pylist()]
+    texts = index_cmd._query_texts(str(s), info["shards"], 20, 0)
+    assert len(texts) == 20 and texts == index_cmd._query_texts(str(s), info["shards"], 20, 0)
+    assert all(any(t in line for line in lines) for t in texts)
+    assert len(set(texts)) > 5 and all(len(t.split()) <= 6 for t in texts)
+    again = tmp_path / "again"
+    assert _build(corpus["out"], again, "--text-queries", "10", "--clip-pretrained", corpus["checkpoint"]) == 0
+    second = json.loads((again / "index.json").read_text(encoding="utf-8"))["shards"][0]["vector"]
+    assert second["search_text"] == vector["search_text"]
+    assert second["text_recall_at_10"] == vector["text_recall_at_10"]
+
+    settings = []
+    search = ann.VectorIndex.search
+
+    def spy(self, queries, k, *, setting=None, exclude=None):
+        settings.append(setting)
+        return search(self, queries, k, setting=setting, exclude=exclude)
+
+    monkeypatch.setattr(ann.VectorIndex, "search", spy)
+    tuned = Searcher(str(s), clip_pretrained=corpus["checkpoint"])
+    assert tuned.search(SIGN_TEXT, k=3)[0].video_id == SIGN_ID
+    assert settings == [vector["search_text"]]
+    settings.clear()
+    assert tuned.search(like=COPY_ID, k=3)[0].video_id == corpus["videos"][0]["video_id"]
+    assert settings == [None]  # the setting tuned on the index's own vectors
+    # Tuned for another text encoder (a query tower, say): text queries get the own-vector setting.
+    index_json = s / "index.json"
+    index_json.write_text(json.dumps(dict(info, text_queries=dict(tq, encoder="query tower sha256:0123"))),
+                          encoding="utf-8")
+    settings.clear()
+    Searcher(str(s), clip_pretrained=corpus["checkpoint"]).search(SIGN_TEXT, k=3)
+    assert settings == [None]
+
+    # auto (the default) tunes only what it can encode: a local checkpoint's index needs the path
+    # (said, and the index is built); --text-queries N that cannot encode is refused.
+    auto = tmp_path / "auto"
+    assert _build(corpus["out"], auto) == 0
+    assert "not tuned for text queries: cannot encode text queries" in capsys.readouterr().out
+    auto_info = json.loads((auto / "index.json").read_text(encoding="utf-8"))
+    assert "local checkpoint" in auto_info["text_queries"]["skipped"]
+    assert not auto_info["shards"][0]["vector"]["search_text"]
+    assert _build(corpus["out"], tmp_path / "refused", "--text-queries", "10") == 2
+    assert "--text-queries: cannot encode text queries" in capsys.readouterr().err
+    # Random weights: not tuned by default (their text vectors say nothing of real queries).
+    spec = index_cmd.BuildSpec(input=corpus["out"], output=str(s), shards=1, max_memory=1 << 30, fields=(),
+                               visual_words=("frame",), runs=())
+    args = index_cmd.argparse.Namespace(text_queries=None, query_tower=None, clip_pretrained=None)
+    record = {"shard": 0, "videos": 5, "vector": {"kind": "hnsw"}}
+    assert "random" in index_cmd._tune_for_text_queries(
+        args, spec, {"vmm.clip_model": TINY_MODEL, "vmm.clip_weights": "none"}, [record], None)["skipped"]
+    # A flat index needs no tuning: exact for every query.
+    monkeypatch.setattr(ann, "FLAT_MAX", ann.FLAT_MAX)
+    assert "flat" in json.loads(open(os.path.join(corpus["search"], "index.json"), encoding="utf-8").read()
+                                )["text_queries"]["skipped"]
+
+
 def test_bf16_query_precision_finds_what_fp32_finds(corpus, searcher):
     """`--query-precision bf16`: the same videos first, for every text query of the corpus, through
     both queues (the text queue runs beside the vector queue); refused with a query tower."""
