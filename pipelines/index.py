@@ -603,18 +603,16 @@ def _query_window(line: str, rng) -> str:
 def _query_texts(output: str, records: list[dict], count: int, seed: int) -> list[str]:
     """Up to `count` text queries cut from the index's own lines (titles, subtitles, scene text,
     speech: its passages), drawn by seed across all shards."""
-    import pyarrow.compute as pc
-
+    # Memory-mapped and concatenated without copies: only the drawn lines are read.
     tables = [pa.ipc.open_file(pa.memory_map(os.path.join(shard_dir(output, r["shard"]), PASSAGES_FILE)))
               .read_all().select(["text"]) for r in records if r["videos"]]
     table = pa.concat_tables(tables) if tables else None
     if table is None or not len(table):
         return []
-    table = table.filter(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(table.column("text"))), 0))
     rng = np.random.default_rng([seed, 17])
     take = np.sort(rng.choice(len(table), size=min(count, len(table)), replace=False))
     lines = table.column("text").take(pa.array(take)).to_pylist()
-    return [q for q in (_query_window(line, rng) for line in lines) if q]
+    return [q for q in (_query_window(line, rng) for line in lines if line and line.strip()) if q]
 
 
 def _text_encoder(args, model: str, weights: str):

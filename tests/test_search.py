@@ -401,7 +401,7 @@ def test_text_queries_get_a_vector_search_tuned_on_text_queries(corpus, tmp_path
     searcher whose text encoder is not the one it was tuned for."""
     from models import ann
 
-    monkeypatch.setattr(ann, "FLAT_MAX", 2)
+    monkeypatch.setattr(ann, "FLAT_MAX", 1)
     s = tmp_path / "tuned"
     assert _build(corpus["out"], s, "--text-queries", "10", "--clip-pretrained", corpus["checkpoint"]) == 0
     printed = capsys.readouterr().out
@@ -446,6 +446,20 @@ def test_text_queries_get_a_vector_search_tuned_on_text_queries(corpus, tmp_path
     settings.clear()
     Searcher(str(s), clip_pretrained=corpus["checkpoint"]).search(SIGN_TEXT, k=3)
     assert settings == [None]
+
+    # Shards (built by Beam) are tuned each on the same queries; each shard's own setting is used.
+    two = tmp_path / "two"
+    assert _build(corpus["out"], two, "--shards", "2", "--text-queries", "10",
+                  "--clip-pretrained", corpus["checkpoint"]) == 0
+    shards = json.loads((two / "index.json").read_text(encoding="utf-8"))["shards"]
+    assert all(r["vector"]["search_text"] and r["vector"]["text_tune_queries"] == 10 for r in shards if r["videos"])
+    assert [json.loads((two / f"shard-{r['shard']:05d}" / "shard.json").read_text(encoding="utf-8"))["vector"]
+            for r in shards] == [r["vector"] for r in shards]  # what --update starts from
+    settings.clear()
+    sharded = Searcher(str(two), clip_pretrained=corpus["checkpoint"])
+    assert sharded.search(SIGN_TEXT, k=3)[0].video_id == SIGN_ID
+    assert sorted(map(json.dumps, settings)) == sorted(json.dumps(r["vector"]["search_text"]) for r in shards
+                                                      if r["videos"])
 
     # auto (the default) tunes only what it can encode: a local checkpoint's index needs the path
     # (said, and the index is built); --text-queries N that cannot encode is refused.
