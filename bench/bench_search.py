@@ -111,6 +111,7 @@ def bench_vectors(args) -> dict:
         recall = float(np.mean([len(set(f) & set(tr)) / 10 for f, tr in zip(found, truth)]))
         p50, p99 = _percentiles(ts)
         sweep = _sweep(ann, index, x, rows, q, truth, args) if args.sweep else None
+        text = _text_like(index, x, args) if args.text_queries != 0 else None
         # The naive side: numpy brute force over float32 vectors in RAM, one query at a time.
         naive_n = min(args.n, args.naive_max)
         xf = np.asarray(x[:naive_n], np.float32)
@@ -150,9 +151,44 @@ def bench_vectors(args) -> dict:
         }
         if sweep is not None:
             out["sweep"] = sweep
+        if text is not None:
+            out["text_like_queries"] = text
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _text_like(index, x, args) -> dict:
+    """Text-query vectors shaped by CLIP's modality gap (`search_data.text_like_queries`): the
+    setting `vmm index --text-queries` tunes on them (`tune_text`), then, on other queries of the
+    same shape, recall@10 and p50 with it against the setting tuned on the index's own vectors."""
+    from bench.search_data import text_like_queries
+    from models import ann
+
+    dim = x.shape[1]
+    t = time.perf_counter()
+    per_sample = args.text_queries or 500
+    tuned = index.tune_text(text_like_queries(2 * per_sample, dim, args.seed, query_seed=1), seed=args.seed)
+    tune_s = time.perf_counter() - t
+    fresh = text_like_queries(args.queries, dim, args.seed, query_seed=2)
+    top, truth = ann.exact_search(x, fresh, 10)
+    head = np.asarray(x[:20000], np.float32)  # the index's own vectors' nearest other vector, for comparison
+    own = head[np.random.default_rng(args.seed).choice(len(head), 200, replace=False)] @ head.T
+    out = {"tune_s": round(tune_s, 1), "tune_queries": tuned.text_tune_queries,
+           "recorded_recall_at_10": tuned.text_recall_at_10, "recorded_recall_at_10_untuned": tuned.text_recall_at_10_before,
+           "top1_inner_product_text": round(float(np.median(top[:, 0])), 3),
+           "top1_inner_product_own": round(float(np.median(np.sort(own, axis=1)[:, -2])), 3)}
+    for name, setting in (("own_vector_setting", tuned.search), ("text_setting", tuned.search_text)):
+        ts, found = [], []
+        for i in range(len(fresh)):
+            t0 = time.perf_counter()
+            found.append(index.search(fresh[i:i + 1], 10, setting=setting)[1][0])
+            ts.append(time.perf_counter() - t0)
+        p50, p99 = _percentiles(ts)
+        out[name] = {"setting": setting, "recall_at_10": _recall(found, truth), "p50_ms": round(p50, 3),
+                     "p99_ms": round(p99, 3)}
+        print("text-like queries", name, out[name], flush=True)
+    return out
 
 
 def _recall(found, truth) -> float:
@@ -503,13 +539,14 @@ def bench_e2e(args) -> dict:
             t = time.perf_counter()
             write_forward_index(fwd, args.n, args.seed, args.clip_model, "none")
             gen_s = time.perf_counter() - t
+        tuning = [] if args.text_queries is None else ["--text-queries", str(args.text_queries)]
         if sharded in needs:
             t = time.perf_counter()
-            assert index_cmd.run(["--input", fwd, "--output", sharded, "--shards", str(args.shards)]) == 0
+            assert index_cmd.run(["--input", fwd, "--output", sharded, "--shards", str(args.shards), *tuning]) == 0
             sharded_build_s = time.perf_counter() - t
         if search in needs:
             t = time.perf_counter()
-            assert index_cmd.run(["--input", fwd, "--output", search]) == 0
+            assert index_cmd.run(["--input", fwd, "--output", search, *tuning]) == 0
             build_s = time.perf_counter() - t
             build_rss = _peak_mib()
         shards_out = _e2e_shards(search, sharded, queries_for(args), args) if sharded else {}
@@ -599,6 +636,10 @@ def bench_e2e(args) -> dict:
                 "vector": info["shards"][0]["vector"]["kind"],
                 "vector_search": info["shards"][0]["vector"]["search"],
                 "recall_at_10": info["shards"][0]["vector"]["recall_at_10"],
+                "text_queries": {k: v for k, v in (info.get("text_queries") or {}).items() if k != "source"},
+                "vector_search_text": info["shards"][0]["vector"].get("search_text"),
+                "text_recall_at_10_recorded": info["shards"][0]["vector"].get("text_recall_at_10"),
+                "text_recall_at_10_recorded_untuned": info["shards"][0]["vector"].get("text_recall_at_10_before"),
                 "text_query_vector_recall_at_10": _text_query_recall(searcher, queries[1:51]),
                 "stage_seconds": info["shards"][0].get("stage_seconds"),
                 "peak_rss_after_build_mib": build_rss and round(build_rss, 0),
@@ -636,6 +677,11 @@ def main(argv=None) -> int:
     parser.add_argument("--index-file", default=None,
                         help="vectors: keep the built faiss index in this file and load it instead of building when "
                              "it exists (build time is then not measured)")
+    parser.add_argument("--text-queries", type=int, default=None,
+                        help="vectors: text-like query vectors a sample to tune a text setting on (tune_text) and "
+                             "compare with the own-vector setting on --queries others (default 500; 0: skip). "
+                             "e2e: passed to vmm index --text-queries (default: vmm index's auto, which skips "
+                             "the random weights the bench has)")
     parser.add_argument("--sweep", action="store_true",
                         help="vectors: recall and p50 on the held-out queries over efSearch x re-ranking depth, and "
                              "the PCA projection's own ceiling (exact top R in PCA space, re-ranked)")

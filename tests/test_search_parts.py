@@ -467,3 +467,20 @@ def test_index_flags_parse_and_refuse():
     assert shard_of("sample-000", 4) == shard_of("sample-000", 4)
     counts = np.bincount([shard_of(f"v{i}", 4) for i in range(4000)], minlength=4)
     assert counts.min() > 900
+
+
+def test_text_queries_are_encoded_in_batches_of_similar_length_and_returned_in_order():
+    from pipelines.index import _encode_by_length
+
+    batches = []
+
+    class Encoder:  # a text's vector is its length and its first character: which text it came from shows
+        def encode_texts(self, texts):
+            batches.append(list(texts))
+            return np.array([[len(t), ord(t[0])] for t in texts], np.float32)
+
+    texts = ["a" * n + chr(65 + n % 26) for n in np.random.default_rng(0).permutation(40)]
+    texts = [t[::-1] for t in texts]  # the first character tells the texts apart
+    vectors = _encode_by_length(Encoder(), texts, batch=8)
+    assert [(int(v[0]), chr(int(v[1]))) for v in vectors] == [(len(t), t[0]) for t in texts]
+    assert len(batches) == 5 and all(max(map(len, b)) - min(map(len, b)) == 7 for b in batches)
