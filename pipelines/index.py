@@ -533,8 +533,14 @@ def build(args, options=None) -> dict:
         runs=tuple(new_runs), seed=args.seed, target_recall=args.target_recall, update=update,
     )
     if update and not new_runs:
-        logger.info("no run committed since the last build: nothing to add")
-        return previous
+        # Nothing to add; but the text-query tuning may be asked for now (--clip-pretrained, --query-tower).
+        text_queries = _tune_for_text_queries(args, spec, meta, previous["shards"], previous)
+        if text_queries == previous.get("text_queries"):
+            logger.info("no run committed since the last build: nothing to add")
+            return previous
+        info = dict(previous, text_queries=text_queries)
+        _write_index_json(index_json, info)
+        return info
     meta = dict(meta)
     codebook_id, meta["vmm.codebook_k"] = _copy_codebook(args.codebook, meta.get("vmm.codebook_id"), os.path.join(output, "codebook"), "codebook")
     patch_id, meta["vmm.patch_codebook_k"] = _copy_codebook(args.patch_codebook, meta.get("vmm.patch_codebook_id"),
@@ -574,11 +580,15 @@ def build(args, options=None) -> dict:
     if previous and previous.get("codebook_for_image_queries") and not codebook_id:
         info["codebook_for_image_queries"] = previous["codebook_for_image_queries"]
         info["patch_codebook_for_image_queries"] = previous.get("patch_codebook_for_image_queries")
+    _write_index_json(index_json, info)
+    return info
+
+
+def _write_index_json(index_json: str, info: dict) -> None:
     tmp = index_json + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2, sort_keys=True, ensure_ascii=False)
     os.replace(tmp, index_json)
-    return info
 
 
 # ---- the vector search tuned for text queries ------------------------------------------------
@@ -625,8 +635,7 @@ def _text_encoder(args, model: str, weights: str):
 
         tower = QueryTower(args.query_tower, model, weights)
         return tower, text_encoder_id(model, weights, tower.info)
-    encoder = QueryEncoder(model, weights, args.clip_pretrained, cache_size=0)
-    encoder.load()
+    encoder = QueryEncoder(model, weights, args.clip_pretrained, cache_size=0)  # the model loads on first use
     return encoder, text_encoder_id(model, weights)
 
 
@@ -663,26 +672,30 @@ def _tune_for_text_queries(args, spec: BuildSpec, meta: dict, records: list[dict
         logger.info("vector search not tuned for text queries: %s", why)
         return {"skipped": why}
     started = time.perf_counter()
-    try:
-        encoder, encoder_id = _text_encoder(args, model, weights)
-    except (ValueError, OSError, RuntimeError) as e:  # a mismatch, a missing tower or checkpoint, weights not here
-        if wanted is not None:
-            raise IndexBuildError(f"--text-queries: cannot encode text queries: {e}") from e
-        logger.warning("vector search not tuned for text queries: cannot encode them: %s", e)
-        return {"skipped": f"cannot encode text queries: {e}"}
-    earlier = (previous or {}).get("text_queries") or {}
-    todo = [r for r in graphs if not r["vector"].get("search_text") or earlier.get("encoder") != encoder_id]
-    if not todo:
-        return earlier
-    per_sample = wanted or TEXT_TUNE_QUERIES
-    texts = _query_texts(spec.output, records, 2 * per_sample, spec.seed)
-    if len(texts) < 20:
-        why = f"the index has {len(texts)} lines of text to make text queries from (at least 20 needed)"
+
+    def cannot(why: str) -> dict:
         if wanted is not None:
             raise IndexBuildError(f"--text-queries: {why}")
         logger.warning("vector search not tuned for text queries: %s", why)
         return {"skipped": why}
-    vectors = _encode_by_length(encoder, texts)
+
+    errors = (ValueError, OSError, RuntimeError)  # a mismatch, a missing tower or checkpoint, weights not here
+    try:
+        encoder, encoder_id = _text_encoder(args, model, weights)
+    except errors as e:
+        return cannot(f"cannot encode text queries: {e}")
+    earlier = (previous or {}).get("text_queries") or {}
+    todo = [r for r in graphs if not r["vector"].get("search_text") or earlier.get("encoder") != encoder_id]
+    if not todo:  # every graph shard tuned for this encoder already (an --update that added nothing to them)
+        return earlier
+    per_sample = wanted or TEXT_TUNE_QUERIES
+    texts = _query_texts(spec.output, records, 2 * per_sample, spec.seed)
+    if len(texts) < 20:
+        return cannot(f"the index has {len(texts)} lines of text to make text queries from (at least 20 needed)")
+    try:
+        vectors = _encode_by_length(encoder, texts)  # loads the model
+    except errors as e:
+        return cannot(f"cannot encode text queries: {e}")
     encoded = time.perf_counter() - started
     for r in todo:
         folder = shard_dir(spec.output, r["shard"])

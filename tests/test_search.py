@@ -469,6 +469,14 @@ def test_text_queries_get_a_vector_search_tuned_on_text_queries(corpus, tmp_path
     auto_info = json.loads((auto / "index.json").read_text(encoding="utf-8"))
     assert "local checkpoint" in auto_info["text_queries"]["skipped"]
     assert not auto_info["shards"][0]["vector"]["search_text"]
+    # --update with nothing new to add still tunes, once it can encode; again, it changes nothing.
+    assert _build(corpus["out"], auto, "--update", "--clip-pretrained", corpus["checkpoint"]) == 0
+    late = json.loads((auto / "index.json").read_text(encoding="utf-8"))
+    assert late["text_queries"]["encoder"] == tq["encoder"] and late["shards"][0]["vector"]["search_text"]
+    assert late["runs"] == auto_info["runs"] and late["counts"] == auto_info["counts"]
+    before = (auto / "index.json").read_bytes()
+    assert _build(corpus["out"], auto, "--update", "--clip-pretrained", corpus["checkpoint"]) == 0
+    assert (auto / "index.json").read_bytes() == before
     assert _build(corpus["out"], tmp_path / "refused", "--text-queries", "10") == 2
     assert "--text-queries: cannot encode text queries" in capsys.readouterr().err
     # Random weights: not tuned by default (their text vectors say nothing of real queries).
