@@ -36,9 +36,9 @@ setting whose mean crosses the target picks the luckiest estimate: at 1M vectors
 tuning queries was 0.936 on 300 others); of those the fastest is kept. Its recall@10 is then measured
 on the held-out sample, and that is the figure recorded (`recall_at_10`), beside the tuning one.
 Those queries are what image and `--like` queries look like. A text query is not: CLIP's text and
-image embeddings sit in separate cones (the modality gap), so a text vector is far from every
-video vector, its neighbours are near-ties, and a graph walk tuned on the index's own vectors
-finds fewer of them. `tune_text` tunes a second setting (`search_text`) the same way on text-query
+image embeddings sit in separate cones (the modality gap), so a text vector lies outside the
+cone of the video vectors, where a graph walk tuned on them finds fewer of its true neighbours
+(bench/README.md, "The vector search tuned for text queries"). `tune_text` tunes a second setting (`search_text`) the same way on text-query
 vectors (`vmm index` cuts them from the index's own text and encodes them as `vmm search` does),
 recording its held-out recall and what the first setting gave those queries.
 """
