@@ -30,6 +30,7 @@ repeated query (paging, a popular search) skips the text tower.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 
@@ -65,14 +66,6 @@ def resolve_weights(index_model: str, index_weights: str, pretrained: str | None
             f"--clip-pretrained {pretrained!r} is {given}, but the index's vectors were made with "
             f"{index_model} weights {index_weights}: queries would land in another space")
     return config
-
-
-def text_encoder_id(index_model: str, index_weights: str, tower_info: dict | None = None) -> str:
-    """What encodes an index's text queries, as `vmm index` records it when it tunes the vector
-    search for them: the index's CLIP text tower, or a query tower (by its weights' hash)."""
-    if tower_info is not None:
-        return f"query tower sha256:{str(tower_info.get('weights_sha256'))[:16]}"
-    return f"clip {index_model} {index_weights}"
 
 
 class QueryEncoder:
@@ -212,3 +205,56 @@ class QueryVectorTable:
             raise KeyError(f"{self.source} has no vector for query {missing[0]!r} ({len(missing)} of "
                            f"{len(texts)} queries missing)")
         return self.vectors[[self.rows[t] for t in texts]]
+
+
+@dataclasses.dataclass(frozen=True)
+class QuerySource:
+    """Where query vectors come from: the index's CLIP text tower (`clip`), a query tower trained
+    against the index's vectors (`tower`, --query-tower), or a table of precomputed vectors
+    (`table`, --query-vectors). `open_query_encoder` is the one place an encoder is made."""
+
+    kind: str  # "clip" | "tower" | "table"
+    clip_model: str = ""
+    index_weights: str = ""
+    pretrained: str | None = None
+    path: str | None = None
+    tower_weights: str = ""  # the tower's weights file sha256 (tower.json)
+    device: str = "cpu"
+    threads: int = 0
+
+    @property
+    def id(self) -> str:
+        if self.kind == "table":
+            return f"table:{self.path}"
+        if self.kind == "tower":
+            return f"tower:{self.path}:sha256:{self.tower_weights[:16]}"
+        return f"clip:{self.clip_model}:{self.index_weights}"
+
+    @property
+    def text_id(self) -> str:
+        """What a vector search setting tuned for text queries is matched on (`vmm index
+        --text-queries`, `Searcher`): the text encoder's weights, not where a tower lies (a folder moves)."""
+        if self.kind == "tower":
+            return f"query tower sha256:{self.tower_weights[:16]}"
+        return self.id if self.kind == "table" else f"clip {self.clip_model} {self.index_weights}"
+
+
+def open_query_encoder(source: QuerySource):
+    """An object with `encode_texts(list[str]) -> float32 [N, D]` (L2-normalised), and
+    `encode_texts_and_tokens` when it has word tokens."""
+    if source.kind == "table":
+        import pyarrow.parquet as pq
+
+        from transforms.files import localize
+
+        table = pq.read_table(localize(source.path), columns=["query", "vector"])
+        vectors = np.asarray(table.column("vector").to_pylist(), np.float32)
+        return QueryVectorTable(table.column("query").to_pylist(), vectors, source=source.path)
+    if source.kind == "tower":
+        from models.query_tower import QueryTower
+        from transforms.files import localize
+
+        return QueryTower(localize(source.path), source.clip_model, source.index_weights, device=source.device,
+                          threads=source.threads)
+    return QueryEncoder(source.clip_model, source.index_weights, source.pretrained, device=source.device,
+                        threads=source.threads)

@@ -67,6 +67,7 @@ PASSAGE_BATCH = 65536  # rows a record batch of the passages file
 TEXT_TUNE_QUERIES = 500  # text queries a sample (tuning, held-out), --text-queries auto
 QUERY_WORDS = (2, 6)  # a tuning text query: 2-6 words of an indexed line,
 QUERY_CHARS = (4, 12)  # or 4-12 characters of a line written without spaces (Chinese)
+ALL_FLAT = "every shard's vector index is exact (flat): text queries find their true neighbours"
 _BATCH = 8192
 
 
@@ -625,18 +626,19 @@ def _query_texts(output: str, records: list[dict], count: int, seed: int) -> lis
     return [q for q in (_query_window(line, rng) for line in lines if line and line.strip()) if q]
 
 
-def _text_encoder(args, model: str, weights: str):
-    """(encoder with encode_texts, its id): the query tower of --query-tower, or the index's CLIP
-    text tower with --clip-pretrained's weights (the rule of vmm search)."""
-    from models.query import QueryEncoder, text_encoder_id
+def _text_source(args, model: str, weights: str):
+    """The QuerySource `vmm search` would encode text queries with: --query-tower's tower (its
+    tower.json read and checked against the index), or the index's CLIP text tower with
+    --clip-pretrained's weights (the weights rule is checked when the encoder is made)."""
+    from models.query import QuerySource
 
     if args.query_tower:
-        from models.query_tower import QueryTower
+        from models.query_tower import check_tower, read_tower_info
 
-        tower = QueryTower(args.query_tower, model, weights)
-        return tower, text_encoder_id(model, weights, tower.info)
-    encoder = QueryEncoder(model, weights, args.clip_pretrained, cache_size=0)  # the model loads on first use
-    return encoder, text_encoder_id(model, weights)
+        info = read_tower_info(args.query_tower)
+        check_tower(info, model, weights)
+        return QuerySource("tower", model, weights, path=args.query_tower, tower_weights=info.get("weights_sha256", ""))
+    return QuerySource("clip", model, weights, args.clip_pretrained)
 
 
 def _encode_by_length(encoder, texts: list[str], batch: int = 64) -> np.ndarray:
@@ -664,7 +666,7 @@ def _tune_for_text_queries(args, spec: BuildSpec, meta: dict, records: list[dict
     if wanted == 0:
         return {"skipped": "--text-queries 0"}
     if not graphs:
-        return {"skipped": "every shard's vector index is exact (flat): text queries find their true neighbours"}
+        return {"skipped": ALL_FLAT}
     model, weights = meta.get("vmm.clip_model"), meta.get("vmm.clip_weights")
     if wanted is None and weights == NO_WEIGHTS and not args.query_tower:
         why = ("the index's CLIP weights are random (none): their text vectors say nothing of real queries "
@@ -680,8 +682,11 @@ def _tune_for_text_queries(args, spec: BuildSpec, meta: dict, records: list[dict
         return {"skipped": why}
 
     errors = (ValueError, OSError, RuntimeError)  # a mismatch, a missing tower or checkpoint, weights not here
+    from models.query import open_query_encoder
+
     try:
-        encoder, encoder_id = _text_encoder(args, model, weights)
+        source = _text_source(args, model, weights)
+        encoder, encoder_id = open_query_encoder(source), source.text_id  # the model loads on first use
     except errors as e:
         return cannot(f"cannot encode text queries: {e}")
     earlier = (previous or {}).get("text_queries") or {}
@@ -848,7 +853,7 @@ def execute(args, options=None) -> int:
     print(f"search index {args.output}: {info['counts']['videos']} videos from {len(info['runs'])} runs; "
           + "; ".join(parts))
     skipped = (info.get("text_queries") or {}).get("skipped")
-    if skipped and not skipped.startswith("every shard"):
+    if skipped and skipped != ALL_FLAT:  # nothing to say of an exact index
         print(f"vector search not tuned for text queries: {skipped}")
     return 0
 

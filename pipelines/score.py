@@ -42,6 +42,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 
 from models import ranking
+from models.query import QuerySource, open_query_encoder
 from models.text import analyzer_id
 from pipelines.options import (RUN, INDEX_INPUT, IndexSource, RunConfig, UsageError, beam_flags, check,
                                main_of, new_pipeline, starting)
@@ -59,52 +60,6 @@ SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
 
 
 # ---- configuration ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class QuerySource:
-    """Where query vectors come from: the index's CLIP text tower (`clip`), a query tower trained
-    against the index's vectors (`tower`, --query-tower), or a table of precomputed vectors
-    (`table`, --query-vectors). `open_query_encoder` is the one place an encoder is made."""
-
-    kind: str  # "clip" | "tower" | "table"
-    clip_model: str = ""
-    index_weights: str = ""
-    pretrained: str | None = None
-    path: str | None = None
-    tower_weights: str = ""  # the tower's weights file sha256 (tower.json)
-    device: str = "cpu"
-    threads: int = 0
-
-    @property
-    def id(self) -> str:
-        if self.kind == "table":
-            return f"table:{self.path}"
-        if self.kind == "tower":
-            return f"tower:{self.path}:sha256:{self.tower_weights[:16]}"
-        return f"clip:{self.clip_model}:{self.index_weights}"
-
-
-def open_query_encoder(source: QuerySource):
-    """An object with `encode_texts(list[str]) -> float32 [N, D]` (L2-normalised), and
-    `encode_texts_and_tokens` when it has word tokens."""
-    if source.kind == "table":
-        from models.query import QueryVectorTable
-        from transforms.files import localize
-
-        table = pq.read_table(localize(source.path), columns=["query", "vector"])
-        vectors = np.asarray(table.column("vector").to_pylist(), np.float32)
-        return QueryVectorTable(table.column("query").to_pylist(), vectors, source=source.path)
-    if source.kind == "tower":
-        from models.query_tower import QueryTower
-        from transforms.files import localize
-
-        return QueryTower(localize(source.path), source.clip_model, source.index_weights, device=source.device,
-                          threads=source.threads)
-    from models.query import QueryEncoder
-
-    return QueryEncoder(source.clip_model, source.index_weights, source.pretrained, device=source.device,
-                        threads=source.threads)
 
 
 @dataclasses.dataclass(frozen=True)

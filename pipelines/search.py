@@ -187,13 +187,16 @@ class Searcher:
 
             self._tower = QueryTower(query_tower, self.info["clip_model"], self.info["clip_weights"],
                                      device=device, threads=threads)
-        from models.query import text_encoder_id
+        from models.query import QuerySource
 
         # The vector search setting tuned for text queries is for one text encoder (index.json's
         # text_queries): another one's vectors fall elsewhere, and get the own-vector setting.
         tuned_for = (self.info.get("text_queries") or {}).get("encoder")
-        self._text_tuned = tuned_for is not None and tuned_for == text_encoder_id(
-            self.info["clip_model"], self.info["clip_weights"], self._tower.info if self._tower else None)
+        model, weights = self.info["clip_model"], self.info["clip_weights"]
+        text_source = (QuerySource("tower", model, weights, path=query_tower,
+                                   tower_weights=self._tower.info.get("weights_sha256", ""))
+                       if self._tower else QuerySource("clip", model, weights, clip_pretrained))
+        self._text_tuned = tuned_for is not None and tuned_for == text_source.text_id
         if tuned_for is not None and not self._text_tuned:
             logger.info("text queries use the vector search setting tuned on the index's own vectors: the one "
                         "tuned for text queries is for %s", tuned_for)
